@@ -1,0 +1,289 @@
+//! The policy: tiers, routes, limits, cache classes and CORS, parsed once at the boundary into
+//! types that cannot be wrong. Everything after parsing trusts these values.
+//!
+//! The raw form ([`raw`]) is what users write in `TOLLGATE_POLICY` (JSON, or a TOML table under
+//! `[vars]`); [`Policy::parse_json`] turns it into a [`Policy`] or a [`PolicyError`] naming the
+//! offending field. Anything left out takes the defaults of [`defaults`].
+
+pub mod defaults;
+mod error;
+pub mod pattern;
+pub mod raw;
+mod validate;
+
+use std::num::{NonZeroU32, NonZeroU64};
+
+pub use error::PolicyError;
+pub use pattern::{PathPattern, RouteMatch};
+
+/// The whole validated policy.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Policy {
+    /// First segment of every Redis key (`factory` by default).
+    pub namespace: String,
+    /// All tiers, `ANON` included.
+    pub tiers: Vec<Tier>,
+    /// Tier of callers without credentials (`ANON`).
+    pub anonymous_tier: String,
+    /// Tier of authenticated callers whose credential names none (`BASIC`).
+    pub default_tier: String,
+    /// Routes, matched in order; the first match wins.
+    pub routes: Vec<Route>,
+    /// Cache TTL classes by name.
+    pub cache_classes: Vec<CacheClass>,
+    /// How Redis is called and when it is considered down.
+    pub redis: RedisSettings,
+    /// How callers are identified.
+    pub identity: IdentitySettings,
+    /// Cache-wide settings (in-isolate layer, locks, size limits).
+    pub cache: CacheSettings,
+    /// Cross-origin access for browser frontends.
+    pub cors: CorsSettings,
+}
+
+impl Policy {
+    /// Parses a `TOLLGATE_POLICY` JSON document; missing fields take the defaults.
+    pub fn parse_json(text: &str) -> Result<Self, PolicyError> {
+        validate::from_json(text)
+    }
+
+    /// Parses `TOLLGATE_POLICY` from a `wrangler.toml` document's `[vars]` table.
+    pub fn parse_wrangler_toml(text: &str) -> Result<Self, PolicyError> {
+        validate::from_wrangler_toml(text)
+    }
+
+    /// The tier with this name, if the policy has one.
+    pub fn tier(&self, name: &str) -> Option<&Tier> {
+        self.tiers.iter().find(|t| t.name == name)
+    }
+
+    /// The cache class with this name, if the policy has one.
+    pub fn cache_class(&self, name: &str) -> Option<&CacheClass> {
+        self.cache_classes.iter().find(|c| c.name == name)
+    }
+
+    /// The first route matching `method` and `path`, with its captured parameters.
+    pub fn route_for<'p>(&'p self, method: &str, path: &str) -> Option<(&'p Route, RouteMatch)> {
+        self.routes.iter().find_map(|route| {
+            if !route.methods.is_empty() && !route.methods.iter().any(|m| m.eq_ignore_ascii_case(method)) {
+                return None;
+            }
+            route.pattern.matches(path).map(|m| (route, m))
+        })
+    }
+}
+
+impl Default for Policy {
+    fn default() -> Self {
+        defaults::policy()
+    }
+}
+
+/// A subscription tier and the limits every caller in it gets.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Tier {
+    /// Upper-case name (`BASIC`, `PRO`, …).
+    pub name: String,
+    /// Limits applied to each caller of the tier (an hourly rate, a daily quota, …).
+    pub limits: Vec<Limit>,
+}
+
+/// The algorithm a limit is enforced with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Algorithm {
+    /// Counter per aligned window; cheapest, allows a burst of 2× at a window edge.
+    FixedWindow,
+    /// Two aligned windows, the previous one weighted by its overlap; smooth and cheap.
+    SlidingWindow,
+    /// A bucket of `limit` tokens refilled continuously at `limit` per window.
+    TokenBucket,
+    /// Generic cell rate algorithm: one timestamp per key, burst of `limit`.
+    Gcra,
+}
+
+impl Algorithm {
+    /// Stable name used in the policy, headers and stats.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Algorithm::FixedWindow => "fixed_window",
+            Algorithm::SlidingWindow => "sliding_window",
+            Algorithm::TokenBucket => "token_bucket",
+            Algorithm::Gcra => "gcra",
+        }
+    }
+
+    /// Parses the policy name of an algorithm.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "fixed_window" => Some(Algorithm::FixedWindow),
+            "sliding_window" => Some(Algorithm::SlidingWindow),
+            "token_bucket" => Some(Algorithm::TokenBucket),
+            "gcra" => Some(Algorithm::Gcra),
+            _ => None,
+        }
+    }
+}
+
+/// "`limit` units per `window_ms`", enforced with `algorithm`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Limit {
+    /// Stable identifier, part of the Redis key and of `RateLimit-Policy` (`tier-basic-1h`, `route-chat`).
+    pub id: String,
+    /// How the limit is enforced.
+    pub algorithm: Algorithm,
+    /// Units allowed per window (for buckets and GCRA: the burst capacity).
+    pub limit: NonZeroU32,
+    /// The window, in milliseconds.
+    pub window_ms: NonZeroU64,
+}
+
+/// What to do with a route's requests while Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailurePolicy {
+    /// Let requests through unlimited.
+    Open,
+    /// Refuse them with `503`.
+    Closed,
+    /// Enforce the same limits in this isolate only (the default).
+    #[default]
+    Local,
+}
+
+impl FailurePolicy {
+    /// Stable name used in the policy, headers and health.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailurePolicy::Open => "open",
+            FailurePolicy::Closed => "closed",
+            FailurePolicy::Local => "local",
+        }
+    }
+}
+
+/// A route: where it matches, what it costs, its own limits and how it is cached.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Route {
+    /// Short name used in stats and problem bodies (`chat`, `config`).
+    pub name: String,
+    /// Path pattern (`/api/chat*`, `/api/config/{name}`).
+    pub pattern: PathPattern,
+    /// HTTP methods it applies to, upper case; empty = all.
+    pub methods: Vec<String>,
+    /// Limits of this route, checked together with the caller's tier limits.
+    pub limits: Vec<Limit>,
+    /// Units one request consumes from every limit that applies.
+    pub cost: NonZeroU32,
+    /// Behaviour while Redis is unreachable.
+    pub on_redis_failure: FailurePolicy,
+    /// Path at the origin, a template over the pattern's parameters (`/config/{name}`); `None` = same path.
+    pub upstream_path: Option<String>,
+    /// Cache-aside rule, when the route is cacheable.
+    pub cache: Option<CacheRule>,
+}
+
+/// How a cacheable route builds its key and stores its entries.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheRule {
+    /// Name of the TTL class (must exist in [`Policy::cache_classes`]).
+    pub class: String,
+    /// What identifies an entry.
+    pub key: CacheKeySource,
+    /// Shared by all callers, or private to each.
+    pub scope: CacheScope,
+    /// Tags attached to every entry of the route, for invalidation by tag.
+    pub tags: Vec<String>,
+    /// Keys (the route's path parameters joined by `/`, e.g. `app`) filled by warming.
+    pub warm: Vec<String>,
+}
+
+/// What identifies a cache entry of a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheKeySource {
+    /// The request path (after the route prefix) and sorted query.
+    Path,
+    /// SHA-256 of the normalized JSON body (key order and whitespace do not matter).
+    JsonBody,
+}
+
+/// Who may see a cache entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheScope {
+    /// One entry for all callers.
+    Global,
+    /// One entry per caller; the key includes the caller's hash.
+    Caller,
+}
+
+/// A TTL class: how long entries stay fresh, and how long a stale copy may still be served.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheClass {
+    /// Upper-case name (`STATIC_CONFIG`).
+    pub name: String,
+    /// Freshness lifetime before jitter, in milliseconds (never zero, never infinite).
+    pub ttl_ms: NonZeroU64,
+    /// Relative jitter applied to the TTL, in `[0, 0.5]` (0.1 = ±10%).
+    pub jitter: f64,
+    /// How long past freshness a stale copy may be served (revalidation or origin failure), ms.
+    pub stale_ms: u64,
+    /// `Cache-Control: max-age` given to browsers, seconds.
+    pub browser_max_age_s: u32,
+}
+
+/// Redis call budget and circuit breaker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RedisSettings {
+    /// Timeout of one REST call, ms.
+    pub timeout_ms: NonZeroU32,
+    /// Consecutive failures that open the breaker.
+    pub breaker_failures: NonZeroU32,
+    /// How long the breaker stays open before one probe, ms.
+    pub breaker_cooldown_ms: NonZeroU32,
+}
+
+/// How callers are identified.
+#[derive(Debug, Clone, PartialEq)]
+pub struct IdentitySettings {
+    /// Path of the JWT claim holding the tier (`app_metadata.tier` → `["app_metadata", "tier"]`).
+    pub tier_claim: Vec<String>,
+    /// Leeway for `exp` / `nbf`, seconds.
+    pub jwt_leeway_s: u32,
+    /// How long an API-key lookup is cached in the isolate, ms.
+    pub api_key_cache_ms: u32,
+    /// IPv6 callers are grouped by this prefix length (64).
+    pub ipv6_prefix: u8,
+}
+
+/// Cache-wide settings.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CacheSettings {
+    /// Maximum age of an entry in the in-isolate layer, ms (the documented staleness bound).
+    pub isolate_ttl_ms: u32,
+    /// Entries kept in the in-isolate layer.
+    pub isolate_capacity: u32,
+    /// Bodies larger than this are never cached, bytes.
+    pub max_body_bytes: u32,
+    /// Bodies at least this large are stored compressed, bytes.
+    pub compress_min_bytes: u32,
+    /// Lifetime of the fill lock in Redis, ms.
+    pub lock_ttl_ms: NonZeroU32,
+    /// How long a caller waits for another's fill before fetching itself, ms.
+    pub lock_wait_ms: u32,
+    /// Timeout of one origin fetch for a cacheable route, ms.
+    pub origin_timeout_ms: NonZeroU32,
+    /// XFetch β: 0 disables probabilistic early refresh; 1 is the usual setting.
+    pub early_refresh_beta: f64,
+}
+
+/// Cross-origin access.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CorsSettings {
+    /// Allowed origins; `*` allows any. Empty: no CORS headers.
+    pub allow_origins: Vec<String>,
+    /// Preflight cache lifetime, seconds.
+    pub max_age_s: u32,
+}
+
+/// Validates limits given outside the policy (an admin override), as the policy's own limits are.
+pub fn override_limits(raw: &[raw::RawLimit]) -> Result<Vec<Limit>, PolicyError> {
+    validate::override_limits(raw)
+}

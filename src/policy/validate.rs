@@ -1,0 +1,1175 @@
+//! From text to a [`Policy`]: JSON, or `[vars]` of a `wrangler.toml`, through the raw serde types
+//! into validated values — or the first [`PolicyError`], naming its field.
+
+use std::collections::BTreeMap;
+use std::num::{NonZeroU32, NonZeroU64};
+
+use serde_path_to_error::Segment;
+
+use super::pattern::PathPattern;
+use super::raw::{
+    format_duration_ms, RawCache, RawCacheClass, RawCacheRule, RawCors, RawDuration, RawIdentity, RawLimit, RawPolicy,
+    RawRedis, RawRoute, RawTier,
+};
+use super::{
+    defaults, Algorithm, CacheClass, CacheKeySource, CacheRule, CacheScope, CacheSettings, CorsSettings, FailurePolicy,
+    IdentitySettings, Limit, Policy, PolicyError, RedisSettings, Route, Tier,
+};
+
+const SECOND_MS: u64 = 1_000;
+const MINUTE_MS: u64 = 60 * SECOND_MS;
+const HOUR_MS: u64 = 60 * MINUTE_MS;
+const DAY_MS: u64 = 24 * HOUR_MS;
+/// Longer TTLs count as infinite, and infinite TTLs are refused.
+const MAX_TTL_MS: u64 = 365 * DAY_MS;
+/// Longest limit window (a yearly quota with some slack).
+const MAX_WINDOW_MS: u64 = 400 * DAY_MS;
+/// Largest cacheable body: a stored entry must fit in one Upstash request (10 MB).
+const MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
+
+/// Parses a `TOLLGATE_POLICY` JSON document; blank text means the defaults.
+pub(super) fn from_json(text: &str) -> Result<Policy, PolicyError> {
+    if text.trim().is_empty() {
+        return Ok(defaults::policy());
+    }
+    let mut de = serde_json::Deserializer::from_str(text);
+    let raw: RawPolicy = serde_path_to_error::deserialize(&mut de).map_err(serde_error)?;
+    de.end().map_err(|e| json_error(String::new(), &e))?;
+    validate(raw)
+}
+
+/// Reads `[vars].TOLLGATE_POLICY` of a `wrangler.toml` (a TOML table, or a string holding JSON);
+/// absent means the defaults.
+pub(super) fn from_wrangler_toml(text: &str) -> Result<Policy, PolicyError> {
+    let doc: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| PolicyError::new("", format!("wrangler.toml is not valid TOML: {e}")))?;
+    let vars = match doc.get("vars") {
+        None => return Ok(defaults::policy()),
+        Some(toml::Value::Table(vars)) => vars,
+        Some(_) => return Err(PolicyError::new("", "wrangler.toml: [vars] must be a table")),
+    };
+    match vars.get("TOLLGATE_POLICY") {
+        None => Ok(defaults::policy()),
+        Some(toml::Value::String(json)) => from_json(json),
+        Some(table @ toml::Value::Table(_)) => {
+            let raw: RawPolicy = serde_path_to_error::deserialize(toml_to_json(table)).map_err(serde_error)?;
+            validate(raw)
+        }
+        Some(other) => Err(PolicyError::new(
+            "",
+            format!(
+                "[vars] TOLLGATE_POLICY in wrangler.toml must be a table or a JSON string, not {}",
+                other.type_str()
+            ),
+        )),
+    }
+}
+
+/// The id of a limit that names none: owner kind, owner name and window (`tier-basic-1h`).
+pub(super) fn derived_limit_id(kind: &str, owner: &str, window_ms: u64) -> String {
+    format!("{kind}-{}-{}", owner.to_ascii_lowercase(), format_duration_ms(window_ms))
+}
+
+/// A TOML value as the JSON value wrangler would hand the Worker.
+fn toml_to_json(value: &toml::Value) -> serde_json::Value {
+    use serde_json::Value as J;
+    match value {
+        toml::Value::String(s) => J::String(s.clone()),
+        toml::Value::Integer(n) => J::from(*n),
+        // NaN and infinities have no JSON form; as strings they fail with a type error at their path.
+        toml::Value::Float(f) => {
+            serde_json::Number::from_f64(*f).map(J::Number).unwrap_or_else(|| J::String(f.to_string()))
+        }
+        toml::Value::Boolean(b) => J::Bool(*b),
+        toml::Value::Datetime(d) => J::String(d.to_string()),
+        toml::Value::Array(items) => J::Array(items.iter().map(toml_to_json).collect()),
+        toml::Value::Table(t) => J::Object(t.iter().map(|(k, v)| (k.clone(), toml_to_json(v))).collect()),
+    }
+}
+
+/// A serde error with the path it happened at, in the policy's own path syntax.
+fn serde_error(e: serde_path_to_error::Error<serde_json::Error>) -> PolicyError {
+    let mut segments: Vec<&Segment> = e.path().iter().filter(|s| !matches!(s, Segment::Unknown)).collect();
+    // An unknown field is reported at the object holding it: `routes[0]: unknown field "limt"`.
+    if e.inner().to_string().starts_with("unknown field") && matches!(segments.last(), Some(Segment::Map { .. })) {
+        segments.pop();
+    }
+    let mut path = String::new();
+    for segment in segments {
+        match segment {
+            Segment::Seq { index } => path.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !path.is_empty() {
+                    path.push('.');
+                }
+                path.push_str(key);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    json_error(path, e.inner())
+}
+
+/// A JSON error's text with its position as `(line L, column C)` and quotes instead of backticks.
+fn json_error(path: String, e: &serde_json::Error) -> PolicyError {
+    let mut message = e.to_string();
+    if e.line() > 0 {
+        let suffix = format!(" at line {} column {}", e.line(), e.column());
+        if let Some(head) = message.strip_suffix(&suffix) {
+            message = format!("{head} (line {}, column {})", e.line(), e.column());
+        }
+    }
+    PolicyError::new(path, message.replace('`', "\""))
+}
+
+/// Turns the raw document into a policy, taking defaults for everything left out.
+fn validate(raw: RawPolicy) -> Result<Policy, PolicyError> {
+    let d = defaults::policy();
+    let namespace = match raw.namespace {
+        Some(ns) => namespace(ns)?,
+        None => d.namespace,
+    };
+    let cache_classes = cache_classes(raw.cache_classes, d.cache_classes)?;
+    let tiers = match raw.tiers {
+        Some(raw_tiers) => tiers(raw_tiers)?,
+        None => d.tiers,
+    };
+    let anonymous_tier = tier_ref(raw.anonymous_tier, d.anonymous_tier, "anonymous_tier", "anonymous", &tiers)?;
+    let default_tier = tier_ref(raw.default_tier, d.default_tier, "default_tier", "default", &tiers)?;
+    let routes = match raw.routes {
+        Some(raw_routes) => routes(raw_routes, &cache_classes)?,
+        None => d.routes,
+    };
+    shared_limit_ids_agree(&tiers, &routes)?;
+    Ok(Policy {
+        namespace,
+        tiers,
+        anonymous_tier,
+        default_tier,
+        routes,
+        cache_classes,
+        redis: redis(raw.redis, d.redis)?,
+        identity: identity(raw.identity, d.identity)?,
+        cache: cache(raw.cache, d.cache)?,
+        cors: cors(raw.cors, d.cors)?,
+    })
+}
+
+fn err<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, PolicyError> {
+    Err(PolicyError::new(path, message))
+}
+
+fn namespace(ns: String) -> Result<String, PolicyError> {
+    let ok =
+        (1..=64).contains(&ns.len()) && ns.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'));
+    if !ok {
+        return err(
+            "namespace",
+            format!("{ns:?} must be 1 to 64 letters, digits, \"_\", \"-\" or \".\" (it starts every Redis key)"),
+        );
+    }
+    Ok(ns)
+}
+
+/// `[A-Z][A-Z0-9_]*`, at most 32 characters: tier and cache class names.
+fn is_upper_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    name.len() <= 32
+        && matches!(chars.next(), Some(c) if c.is_ascii_uppercase())
+        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
+}
+
+fn upper_name(name: &str, path: &str, what: &str) -> Result<(), PolicyError> {
+    if is_upper_name(name) {
+        return Ok(());
+    }
+    err(
+        path,
+        format!("{what} names are upper-case ASCII letters, digits and \"_\", starting with a letter, at most 32 long (like \"PRO\"), not {name:?}"),
+    )
+}
+
+fn tiers(raw: BTreeMap<String, RawTier>) -> Result<Vec<Tier>, PolicyError> {
+    let mut out = Vec::with_capacity(raw.len());
+    for (name, tier) in raw {
+        let path = format!("tiers.{name}");
+        upper_name(&name, &path, "tier")?;
+        let limits = limits(&tier.limits, &format!("{path}.limits"), "tier", &name)?;
+        out.push(Tier { name, limits });
+    }
+    Ok(out)
+}
+
+/// Checks that `anonymous_tier` / `default_tier` names a defined tier.
+fn tier_ref(
+    given: Option<String>,
+    default: String,
+    field: &str,
+    role: &str,
+    tiers: &[Tier],
+) -> Result<String, PolicyError> {
+    match given {
+        Some(name) if tiers.iter().any(|t| t.name == name) => Ok(name),
+        Some(name) => err(field, format!("tier {name:?} is not defined in \"tiers\"")),
+        None if tiers.iter().any(|t| t.name == default) => Ok(default),
+        None => err(
+            "tiers",
+            format!("the {role} tier {default:?} is not defined (define it, or set \"{field}\" to a tier that is)"),
+        ),
+    }
+}
+
+fn limits(raw: &[RawLimit], path: &str, kind: &str, owner: &str) -> Result<Vec<Limit>, PolicyError> {
+    let mut out: Vec<Limit> = Vec::with_capacity(raw.len());
+    for (i, r) in raw.iter().enumerate() {
+        let at = format!("{path}[{i}]");
+        let l = limit(r, &at, kind, owner)?;
+        if let Some(j) = out.iter().position(|o| o.id == l.id) {
+            let hint = if r.id.is_none() { "; give one of them an \"id\"" } else { "" };
+            return err(format!("{at}.id"), format!("duplicate limit id {:?} (also {path}[{j}]){hint}", l.id));
+        }
+        out.push(l);
+    }
+    Ok(out)
+}
+
+/// Limits of an admin override (`limits[i]`), validated exactly like a tier's.
+pub(super) fn override_limits(raw: &[RawLimit]) -> Result<Vec<Limit>, PolicyError> {
+    limits(raw, "limits", "override", "custom")
+}
+
+fn limit(raw: &RawLimit, path: &str, kind: &str, owner: &str) -> Result<Limit, PolicyError> {
+    let limit = nonzero_u32(raw.limit, &format!("{path}.limit"))?;
+    let window_ms = raw.window.0;
+    let window_path = format!("{path}.window");
+    if window_ms == 0 {
+        return err(window_path, "must be greater than 0");
+    }
+    if window_ms > MAX_WINDOW_MS {
+        return err(window_path, format!("must be at most {}", format_duration_ms(MAX_WINDOW_MS)));
+    }
+    let window_ms =
+        NonZeroU64::new(window_ms).ok_or_else(|| PolicyError::new(&window_path, "must be greater than 0"))?;
+    let algorithm = match &raw.algorithm {
+        None => defaults::ALGORITHM,
+        Some(name) => Algorithm::parse(name).ok_or_else(|| {
+            PolicyError::new(
+                format!("{path}.algorithm"),
+                format!("unknown algorithm {name:?} (expected \"sliding_window\", \"fixed_window\", \"token_bucket\" or \"gcra\")"),
+            )
+        })?,
+    };
+    let id = match &raw.id {
+        Some(id) => limit_id(id, &format!("{path}.id"))?,
+        None => derived_limit_id(kind, owner, window_ms.get()),
+    };
+    Ok(Limit { id, algorithm, limit, window_ms })
+}
+
+/// `[a-z][a-z0-9_.-]*`, at most 64: safe in a Redis key and as a structured-field key.
+fn limit_id(id: &str, path: &str) -> Result<String, PolicyError> {
+    let mut chars = id.chars();
+    let ok = id.len() <= 64
+        && matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-' | '.'));
+    if !ok {
+        return err(
+            path,
+            format!("{id:?} must be lower-case ASCII letters, digits, \"_\", \"-\" or \".\", starting with a letter, at most 64 long"),
+        );
+    }
+    Ok(id.to_owned())
+}
+
+/// Limits sharing an id share their Redis state, so they must count the same way.
+fn shared_limit_ids_agree(tiers: &[Tier], routes: &[Route]) -> Result<(), PolicyError> {
+    let owners = tiers
+        .iter()
+        .map(|t| (format!("tiers.{}.limits", t.name), &t.limits))
+        .chain(routes.iter().enumerate().map(|(i, r)| (format!("routes[{i}].limits"), &r.limits)));
+    let mut seen: Vec<(String, &Limit)> = Vec::new();
+    for (path, limits) in owners {
+        for (i, l) in limits.iter().enumerate() {
+            let at = format!("{path}[{i}]");
+            match seen.iter().find(|(_, o)| o.id == l.id) {
+                Some((other, o)) if o.window_ms != l.window_ms || o.algorithm != l.algorithm => {
+                    return err(
+                        format!("{at}.id"),
+                        format!(
+                            "limit id {:?} is also used at {other} with another window or algorithm; limits sharing an id share their state in Redis, so they must agree",
+                            l.id
+                        ),
+                    );
+                }
+                Some(_) => {}
+                None => seen.push((at, l)),
+            }
+        }
+    }
+    Ok(())
+}
+
+fn routes(raw: Vec<RawRoute>, classes: &[CacheClass]) -> Result<Vec<Route>, PolicyError> {
+    let mut out: Vec<Route> = Vec::with_capacity(raw.len());
+    for (i, r) in raw.into_iter().enumerate() {
+        let path = format!("routes[{i}]");
+        if let Some(j) = out.iter().position(|o| o.name == r.name) {
+            return err(format!("{path}.name"), format!("duplicate route name {:?} (also routes[{j}])", r.name));
+        }
+        out.push(route(r, &path, classes)?);
+    }
+    Ok(out)
+}
+
+fn route(raw: RawRoute, path: &str, classes: &[CacheClass]) -> Result<Route, PolicyError> {
+    let mut chars = raw.name.chars();
+    let name_ok = raw.name.len() <= 64
+        && matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'));
+    if !name_ok {
+        return err(
+            format!("{path}.name"),
+            format!("{:?} must be lower-case ASCII letters, digits, \"_\" or \"-\", starting with a letter, at most 64 long", raw.name),
+        );
+    }
+    let pattern = PathPattern::parse(&raw.path)
+        .map_err(|e| PolicyError::new(format!("{path}.path"), format!("{:?}: {e}", raw.path)))?;
+    let methods = methods(raw.methods, path)?;
+    let limits = limits(raw.limits.as_deref().unwrap_or(&[]), &format!("{path}.limits"), "route", &raw.name)?;
+    let cost = nonzero_u32(raw.cost.unwrap_or(1), &format!("{path}.cost"))?;
+    if let Some((j, l)) = limits.iter().enumerate().find(|(_, l)| cost > l.limit) {
+        return err(
+            format!("{path}.cost"),
+            format!(
+                "a cost of {cost} exceeds limits[{j}] ({} per {}), so no request could ever pass",
+                l.limit,
+                format_duration_ms(l.window_ms.get())
+            ),
+        );
+    }
+    let on_redis_failure = match raw.on_redis_failure.as_deref() {
+        None => FailurePolicy::default(),
+        Some("local") => FailurePolicy::Local,
+        Some("open") => FailurePolicy::Open,
+        Some("closed") => FailurePolicy::Closed,
+        Some(other) => {
+            return err(
+                format!("{path}.on_redis_failure"),
+                format!("unknown failure policy {other:?} (expected \"local\", \"open\" or \"closed\")"),
+            )
+        }
+    };
+    if let Some(template) = &raw.upstream {
+        pattern
+            .check_template(template)
+            .map_err(|e| PolicyError::new(format!("{path}.upstream"), format!("{template:?}: {e}")))?;
+    }
+    let cache = match raw.cache {
+        Some(rule) => Some(cache_rule(rule, path, &pattern, &methods, classes)?),
+        None => None,
+    };
+    Ok(Route { name: raw.name, pattern, methods, limits, cost, on_redis_failure, upstream_path: raw.upstream, cache })
+}
+
+fn methods(raw: Option<Vec<String>>, path: &str) -> Result<Vec<String>, PolicyError> {
+    let Some(raw) = raw else {
+        return Ok(Vec::new());
+    };
+    if raw.is_empty() {
+        return err(format!("{path}.methods"), "must not be empty; leave \"methods\" out to match every method");
+    }
+    let mut out: Vec<String> = Vec::with_capacity(raw.len());
+    for (j, m) in raw.iter().enumerate() {
+        if m.is_empty() || m.len() > 16 || !m.chars().all(|c| c.is_ascii_alphabetic()) {
+            return err(format!("{path}.methods[{j}]"), format!("{m:?} is not an HTTP method"));
+        }
+        let upper = m.to_ascii_uppercase();
+        if !out.contains(&upper) {
+            out.push(upper);
+        }
+    }
+    Ok(out)
+}
+
+fn cache_rule(
+    raw: RawCacheRule,
+    path: &str,
+    pattern: &PathPattern,
+    methods: &[String],
+    classes: &[CacheClass],
+) -> Result<CacheRule, PolicyError> {
+    let at = format!("{path}.cache");
+    if !classes.iter().any(|c| c.name == raw.class) {
+        let known: Vec<&str> = classes.iter().map(|c| c.name.as_str()).collect();
+        return err(
+            format!("{at}.class"),
+            format!("unknown cache class {:?} (defined: {})", raw.class, known.join(", ")),
+        );
+    }
+    let key = match raw.key.as_deref() {
+        None | Some("path") => CacheKeySource::Path,
+        Some("json_body") => CacheKeySource::JsonBody,
+        Some(other) => {
+            return err(
+                format!("{at}.key"),
+                format!("unknown cache key {other:?} (expected \"path\" or \"json_body\")"),
+            )
+        }
+    };
+    let safe_methods = |m: &String| m == "GET" || m == "HEAD";
+    match key {
+        CacheKeySource::Path if methods.is_empty() || !methods.iter().all(safe_methods) => {
+            return err(
+                format!("{path}.methods"),
+                "a route cached by \"path\" must list its methods, and only \"GET\" and \"HEAD\"",
+            );
+        }
+        CacheKeySource::JsonBody if methods.is_empty() || methods.iter().any(safe_methods) => {
+            return err(
+                format!("{path}.methods"),
+                "a route cached by \"json_body\" must list its methods, and only ones with a body (like \"POST\")",
+            );
+        }
+        _ => {}
+    }
+    let scope = match raw.scope.as_deref() {
+        None | Some("global") => CacheScope::Global,
+        Some("caller") => CacheScope::Caller,
+        Some(other) => {
+            return err(
+                format!("{at}.scope"),
+                format!("unknown cache scope {other:?} (expected \"global\" or \"caller\")"),
+            )
+        }
+    };
+    let tags = raw.tags.unwrap_or_default();
+    for (j, tag) in tags.iter().enumerate() {
+        let ok = (1..=64).contains(&tag.len())
+            && tag.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.' | ':'));
+        if !ok {
+            return err(
+                format!("{at}.tags[{j}]"),
+                format!("{tag:?} must be 1 to 64 ASCII letters, digits, \"_\", \"-\", \".\" or \":\""),
+            );
+        }
+    }
+    let warm = raw.warm.unwrap_or_default();
+    if !warm.is_empty() {
+        if key != CacheKeySource::Path {
+            return err(format!("{at}.warm"), "warming needs \"key\": \"path\"");
+        }
+        if pattern.has_wildcard() {
+            return err(
+                format!("{at}.warm"),
+                format!("warming needs a path pattern without \"*\", not {:?}", pattern.as_str()),
+            );
+        }
+        let params = pattern.params().count();
+        for (j, value) in warm.iter().enumerate() {
+            let parts: Vec<&str> =
+                if params == 0 && value.is_empty() { Vec::new() } else { value.split('/').collect() };
+            if pattern.path_with(&parts).is_none() {
+                return err(
+                    format!("{at}.warm[{j}]"),
+                    format!(
+                        "{value:?} does not fill the pattern {:?}: it needs {params} safe value(s), joined by \"/\"",
+                        pattern.as_str()
+                    ),
+                );
+            }
+        }
+    }
+    Ok(CacheRule { class: raw.class, key, scope, tags, warm })
+}
+
+fn cache_classes(
+    raw: Option<BTreeMap<String, RawCacheClass>>,
+    mut classes: Vec<CacheClass>,
+) -> Result<Vec<CacheClass>, PolicyError> {
+    for (name, r) in raw.into_iter().flatten() {
+        let path = format!("cache_classes.{name}");
+        upper_name(&name, &path, "cache class")?;
+        let base = classes.iter().position(|c| c.name == name);
+        let ttl_ms = match (r.ttl, base.and_then(|i| classes.get(i))) {
+            (Some(d), _) => ttl(d, &format!("{path}.ttl"))?,
+            (None, Some(b)) => b.ttl_ms,
+            (None, None) => return err(format!("{path}.ttl"), "required for a new cache class"),
+        };
+        let inherited = base.and_then(|i| classes.get(i));
+        let jitter = match r.jitter {
+            Some(j) if (0.0..=0.5).contains(&j) => j,
+            Some(j) => return err(format!("{path}.jitter"), format!("{j} must be between 0 and 0.5 (0.1 = ±10%)")),
+            None => inherited.map_or(defaults::JITTER, |b| b.jitter),
+        };
+        let stale_ms = match r.stale {
+            Some(d) => duration(d, &format!("{path}.stale"), 0, MAX_TTL_MS)?,
+            None => inherited.map_or(0, |b| b.stale_ms),
+        };
+        let browser_max_age_s = match r.browser_max_age {
+            Some(d) => seconds(d, &format!("{path}.browser_max_age"), MAX_TTL_MS)?,
+            None => inherited.map_or(0, |b| b.browser_max_age_s),
+        };
+        let class = CacheClass { name, ttl_ms, jitter, stale_ms, browser_max_age_s };
+        match base.and_then(|i| classes.get_mut(i)) {
+            Some(slot) => *slot = class,
+            None => classes.push(class),
+        }
+    }
+    Ok(classes)
+}
+
+/// A TTL: never zero, never "infinite" (over a year).
+fn ttl(d: RawDuration, path: &str) -> Result<NonZeroU64, PolicyError> {
+    if d.0 > MAX_TTL_MS {
+        return err(
+            path,
+            format!(
+                "must be finite and greater than 0: {d} is longer than {}, which counts as infinite",
+                format_duration_ms(MAX_TTL_MS)
+            ),
+        );
+    }
+    NonZeroU64::new(d.0).ok_or_else(|| PolicyError::new(path, "must be finite and greater than 0"))
+}
+
+/// A duration within `[min_ms, max_ms]`, in ms.
+fn duration(d: RawDuration, path: &str, min_ms: u64, max_ms: u64) -> Result<u64, PolicyError> {
+    if d.0 < min_ms {
+        return if min_ms == 1 {
+            err(path, "must be greater than 0")
+        } else {
+            err(path, format!("must be at least {}", format_duration_ms(min_ms)))
+        };
+    }
+    if d.0 > max_ms {
+        return err(path, format!("must be at most {}", format_duration_ms(max_ms)));
+    }
+    Ok(d.0)
+}
+
+/// A duration within `[0, max_ms]` as `u32` ms (`max_ms` fits in a `u32`).
+fn ms(d: RawDuration, path: &str, max_ms: u64) -> Result<u32, PolicyError> {
+    let v = duration(d, path, 0, max_ms)?;
+    u32::try_from(v).or_else(|_| err(path, "is too long"))
+}
+
+/// A duration within `[1 ms, max_ms]` as non-zero `u32` ms.
+fn nonzero_ms(d: RawDuration, path: &str, max_ms: u64) -> Result<NonZeroU32, PolicyError> {
+    let v = duration(d, path, 1, max_ms)?;
+    u32::try_from(v).ok().and_then(NonZeroU32::new).ok_or_else(|| PolicyError::new(path, "is out of range"))
+}
+
+/// A duration of whole seconds within `[0, max_ms]`, in seconds.
+fn seconds(d: RawDuration, path: &str, max_ms: u64) -> Result<u32, PolicyError> {
+    let v = duration(d, path, 0, max_ms)?;
+    if !v.is_multiple_of(SECOND_MS) {
+        return err(path, format!("must be a whole number of seconds, not {d}"));
+    }
+    u32::try_from(v / SECOND_MS).or_else(|_| err(path, "is too long"))
+}
+
+/// An integer within `[min, max]` as `u32`.
+fn int(v: u64, path: &str, min: u32, max: u32) -> Result<u32, PolicyError> {
+    match u32::try_from(v) {
+        Ok(n) if (min..=max).contains(&n) => Ok(n),
+        _ if min == 1 && v == 0 => err(path, "must be greater than 0"),
+        _ => err(path, format!("must be between {min} and {max}")),
+    }
+}
+
+/// A positive `u32` count (limits, costs).
+fn nonzero_u32(v: u64, path: &str) -> Result<NonZeroU32, PolicyError> {
+    let n = int(v, path, 1, u32::MAX)?;
+    NonZeroU32::new(n).ok_or_else(|| PolicyError::new(path, "must be greater than 0"))
+}
+
+fn redis(raw: Option<RawRedis>, mut s: RedisSettings) -> Result<RedisSettings, PolicyError> {
+    let Some(r) = raw else { return Ok(s) };
+    if let Some(d) = r.timeout {
+        s.timeout_ms = nonzero_ms(d, "redis.timeout", 30 * SECOND_MS)?;
+    }
+    if let Some(n) = r.breaker_failures {
+        s.breaker_failures = NonZeroU32::new(int(n, "redis.breaker_failures", 1, 1000)?).unwrap_or(s.breaker_failures);
+    }
+    if let Some(d) = r.breaker_cooldown {
+        s.breaker_cooldown_ms = nonzero_ms(d, "redis.breaker_cooldown", HOUR_MS)?;
+    }
+    Ok(s)
+}
+
+fn identity(raw: Option<RawIdentity>, mut s: IdentitySettings) -> Result<IdentitySettings, PolicyError> {
+    let Some(r) = raw else { return Ok(s) };
+    if let Some(claim) = r.tier_claim {
+        let parts: Vec<String> = claim.split('.').map(str::to_owned).collect();
+        if claim.is_empty() || parts.len() > 8 || parts.iter().any(String::is_empty) {
+            return err(
+                "identity.tier_claim",
+                format!("{claim:?} must be a dotted claim path like \"app_metadata.tier\""),
+            );
+        }
+        s.tier_claim = parts;
+    }
+    if let Some(d) = r.jwt_leeway {
+        s.jwt_leeway_s = seconds(d, "identity.jwt_leeway", 10 * MINUTE_MS)?;
+    }
+    if let Some(d) = r.api_key_cache {
+        s.api_key_cache_ms = ms(d, "identity.api_key_cache", HOUR_MS)?;
+    }
+    if let Some(p) = r.ipv6_prefix {
+        s.ipv6_prefix = u8::try_from(int(p, "identity.ipv6_prefix", 32, 128)?).unwrap_or(s.ipv6_prefix);
+    }
+    Ok(s)
+}
+
+fn cache(raw: Option<RawCache>, mut s: CacheSettings) -> Result<CacheSettings, PolicyError> {
+    let Some(r) = raw else { return Ok(s) };
+    if let Some(d) = r.isolate_ttl {
+        s.isolate_ttl_ms = ms(d, "cache.isolate_ttl", HOUR_MS)?;
+    }
+    if let Some(n) = r.isolate_capacity {
+        s.isolate_capacity = int(n, "cache.isolate_capacity", 0, 100_000)?;
+    }
+    if let Some(n) = r.max_body_bytes {
+        s.max_body_bytes = int(n, "cache.max_body_bytes", 1, MAX_BODY_BYTES as u32)?;
+    }
+    if let Some(n) = r.compress_min_bytes {
+        s.compress_min_bytes = int(n, "cache.compress_min_bytes", 0, u32::MAX)?;
+    }
+    if let Some(d) = r.lock_ttl {
+        s.lock_ttl_ms = nonzero_ms(d, "cache.lock_ttl", 5 * MINUTE_MS)?;
+    }
+    if let Some(d) = r.lock_wait {
+        s.lock_wait_ms = ms(d, "cache.lock_wait", MINUTE_MS)?;
+    }
+    if s.lock_wait_ms > s.lock_ttl_ms.get() {
+        return err(
+            "cache.lock_wait",
+            format!(
+                "{} is longer than cache.lock_ttl ({}); waiting past the lock's life is pointless",
+                format_duration_ms(u64::from(s.lock_wait_ms)),
+                format_duration_ms(u64::from(s.lock_ttl_ms.get()))
+            ),
+        );
+    }
+    if let Some(d) = r.origin_timeout {
+        s.origin_timeout_ms = nonzero_ms(d, "cache.origin_timeout", 5 * MINUTE_MS)?;
+    }
+    if let Some(beta) = r.early_refresh_beta {
+        if !(0.0..=10.0).contains(&beta) {
+            return err("cache.early_refresh_beta", format!("{beta} must be between 0 (off) and 10"));
+        }
+        s.early_refresh_beta = beta;
+    }
+    Ok(s)
+}
+
+fn cors(raw: Option<RawCors>, mut s: CorsSettings) -> Result<CorsSettings, PolicyError> {
+    let Some(r) = raw else { return Ok(s) };
+    if let Some(origins) = r.allow_origins {
+        for (j, o) in origins.iter().enumerate() {
+            let path = format!("cors.allow_origins[{j}]");
+            if o == "*" {
+                if origins.len() > 1 {
+                    return err(path, "\"*\" allows every origin and cannot be combined with others");
+                }
+            } else if !is_origin(o) {
+                return err(path, format!("{o:?} is not an origin: scheme://host[:port], no path or trailing \"/\""));
+            }
+        }
+        s.allow_origins = origins;
+    }
+    if let Some(d) = r.max_age {
+        s.max_age_s = seconds(d, "cors.max_age", DAY_MS)?;
+    }
+    Ok(s)
+}
+
+/// `http(s)://host[:port]` as browsers send it in `Origin`.
+fn is_origin(o: &str) -> bool {
+    let Some(rest) = o.strip_prefix("https://").or_else(|| o.strip_prefix("http://")) else {
+        return false;
+    };
+    let (host, port) = match rest.rfind(':') {
+        Some(i) if !rest[i..].contains(']') => (&rest[..i], Some(&rest[i + 1..])),
+        _ => (rest, None),
+    };
+    let host_ok = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(v6) => !v6.is_empty() && v6.chars().all(|c| c.is_ascii_hexdigit() || matches!(c, ':' | '.')),
+        None => !host.is_empty() && host.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-')),
+    };
+    let port_ok = port.is_none_or(|p| !p.is_empty() && p.len() <= 5 && p.chars().all(|c| c.is_ascii_digit()));
+    host_ok && port_ok
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(json: &str) -> Result<Policy, PolicyError> {
+        from_json(json)
+    }
+
+    /// Parses and expects an error at `path` whose message contains `needle`.
+    #[track_caller]
+    fn rejects(json: &str, path: &str, needle: &str) {
+        match parse(json) {
+            Ok(_) => panic!("accepted {json}"),
+            Err(e) => {
+                assert_eq!(e.path, path, "path for {json}: {e}");
+                assert!(e.message.contains(needle), "message for {json}: {e:?} lacks {needle:?}");
+            }
+        }
+    }
+
+    #[test]
+    fn blank_text_and_an_empty_object_mean_the_defaults() {
+        assert_eq!(parse("").unwrap(), defaults::policy());
+        assert_eq!(parse("  \n").unwrap(), defaults::policy());
+        assert_eq!(parse("{}").unwrap(), defaults::policy());
+    }
+
+    #[test]
+    fn the_defaults_spelled_out_parse_to_the_built_in_policy() {
+        let json = r#"{
+          "namespace": "factory",
+          "tiers": {
+            "ANON": { "limits": [ { "limit": 30, "window": "1h" } ] },
+            "BASIC": { "limits": [ { "limit": 100, "window": "60m", "algorithm": "sliding_window" } ] },
+            "PRO": { "limits": [ { "id": "tier-pro-1h", "limit": 1000, "window": "3600s" } ] }
+          },
+          "anonymous_tier": "ANON", "default_tier": "BASIC",
+          "routes": [
+            { "name": "chat", "path": "/api/chat*", "limits": [ { "limit": 20, "window": "1m" } ] },
+            { "name": "auth", "path": "/api/auth*", "limits": [ { "limit": 5, "window": "15m" } ] },
+            { "name": "upload", "path": "/api/upload*", "limits": [ { "limit": 5, "window": "1m" } ], "cost": 1 },
+            { "name": "search", "path": "/api/search*", "limits": [ { "limit": 30, "window": "1m" } ],
+              "on_redis_failure": "local" },
+            { "name": "config", "path": "/api/config/{name}", "methods": ["get"], "upstream": "/config/{name}",
+              "cache": { "class": "STATIC_CONFIG", "key": "path", "scope": "global", "tags": ["config"], "warm": ["app"] } },
+            { "name": "rag", "path": "/api/rag/context", "methods": ["POST"], "upstream": "/rag/context",
+              "cache": { "class": "FREQUENT_DATA", "key": "json_body" } }
+          ],
+          "cache_classes": {
+            "SESSION": { "ttl": "1h", "jitter": 0.1, "stale": "0s", "browser_max_age": "0s" },
+            "FREQUENT_DATA": { "ttl": "5m", "stale": "5m" },
+            "STATIC_CONFIG": { "ttl": "1d", "stale": "24h", "browser_max_age": "1m" }
+          },
+          "redis": { "timeout": "50ms", "breaker_failures": 5, "breaker_cooldown": "5s" },
+          "identity": { "tier_claim": "app_metadata.tier", "jwt_leeway": "30s", "api_key_cache": "30s", "ipv6_prefix": 64 },
+          "cache": { "isolate_ttl": "2s", "isolate_capacity": 256, "max_body_bytes": 1048576, "compress_min_bytes": 1024,
+                     "lock_ttl": "5s", "lock_wait": "2s", "origin_timeout": "5s", "early_refresh_beta": 1.0 },
+          "cors": { "allow_origins": ["*"], "max_age": "600s" }
+        }"#;
+        assert_eq!(parse(json).unwrap(), defaults::policy());
+    }
+
+    #[test]
+    fn limit_ids_are_derived_from_owner_and_window() {
+        let p = parse(
+            r#"{"tiers": {"ANON": {"limits": []}, "BASIC": {"limits": [{"limit": 1, "window": "90m"},
+                {"limit": 9, "window": "1d", "algorithm": "gcra"}]}},
+               "routes": [{"name": "up-load", "path": "/u*", "limits": [{"limit": 2, "window": "1500ms"}]}]}"#,
+        )
+        .unwrap();
+        let basic = p.tier("BASIC").unwrap();
+        assert_eq!(basic.limits[0].id, "tier-basic-90m");
+        assert_eq!(basic.limits[1].id, "tier-basic-1d");
+        assert_eq!(basic.limits[1].algorithm, Algorithm::Gcra);
+        assert_eq!(p.routes[0].limits[0].id, "route-up-load-1500ms");
+        assert_eq!(p.tier("ANON").unwrap().limits, []);
+    }
+
+    #[test]
+    fn given_routes_and_tiers_replace_the_defaults() {
+        let p = parse(r#"{"routes": [], "tiers": {"ANON": {"limits": []}, "BASIC": {"limits": []}}}"#).unwrap();
+        assert!(p.routes.is_empty());
+        assert_eq!(p.tiers.len(), 2);
+        assert!(p.tier("PRO").is_none());
+        assert_eq!(p.cache_classes, defaults::cache_classes());
+    }
+
+    #[test]
+    fn cache_classes_merge_over_the_defaults_field_by_field() {
+        let p = parse(r#"{"cache_classes": {"STATIC_CONFIG": {"ttl": "12h"}, "HOT": {"ttl": "10s", "jitter": 0}}}"#)
+            .unwrap();
+        let sc = p.cache_class("STATIC_CONFIG").unwrap();
+        assert_eq!(sc.ttl_ms.get(), 12 * HOUR_MS);
+        assert_eq!(sc.jitter, 0.1);
+        assert_eq!(sc.stale_ms, DAY_MS);
+        assert_eq!(sc.browser_max_age_s, 60);
+        assert!(p.cache_class("SESSION").is_some());
+        let hot = p.cache_class("HOT").unwrap();
+        assert_eq!((hot.ttl_ms.get(), hot.jitter, hot.stale_ms), (10_000, 0.0, 0));
+    }
+
+    #[test]
+    fn settings_override_one_field_at_a_time() {
+        let p = parse(
+            r#"{"redis": {"timeout": "150ms"}, "identity": {"tier_claim": "tier"}, "cors": {"allow_origins": []}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.redis.timeout_ms.get(), 150);
+        assert_eq!(p.redis.breaker_failures.get(), 5);
+        assert_eq!(p.identity.tier_claim, ["tier"]);
+        assert_eq!(p.identity.jwt_leeway_s, 30);
+        assert!(p.cors.allow_origins.is_empty());
+        assert_eq!(p.cors.max_age_s, 600);
+    }
+
+    #[test]
+    fn every_rejection_names_its_field() {
+        let table: &[(&str, &str, &str)] = &[
+            // limits and windows
+            (
+                r#"{"routes":[{"name":"a","path":"/a"},{"name":"b","path":"/b"},{"name":"c","path":"/c","limits":[{"limit":0,"window":"1m"}]}]}"#,
+                "routes[2].limits[0].limit",
+                "must be greater than 0",
+            ),
+            (
+                r#"{"routes":[{"name":"a","path":"/a","limits":[{"limit":5000000000,"window":"1m"}]}]}"#,
+                "routes[0].limits[0].limit",
+                "between 1 and 4294967295",
+            ),
+            (
+                r#"{"routes":[{"name":"a","path":"/a","limits":[{"limit":1,"window":"0s"}]}]}"#,
+                "routes[0].limits[0].window",
+                "must be greater than 0",
+            ),
+            (
+                r#"{"routes":[{"name":"a","path":"/a","limits":[{"limit":1,"window":"401d"}]}]}"#,
+                "routes[0].limits[0].window",
+                "at most 400d",
+            ),
+            (
+                r#"{"routes":[{"name":"a","path":"/a","limits":[{"limit":1,"window":60}]}]}"#,
+                "routes[0].limits[0].window",
+                "expected a duration string",
+            ),
+            (
+                r#"{"routes":[{"name":"a","path":"/a","limits":[{"limit":1,"window":"1 minute"}]}]}"#,
+                "routes[0].limits[0].window",
+                "invalid duration \"1 minute\"",
+            ),
+            (
+                r#"{"routes":[{"name":"a","path":"/a","limits":[{"limit":1,"window":"1m","algorithm":"leaky"}]}]}"#,
+                "routes[0].limits[0].algorithm",
+                "unknown algorithm \"leaky\"",
+            ),
+            (
+                r#"{"routes":[{"name":"a","path":"/a","limits":[{"limit":1,"window":"1m"},{"limit":2,"window":"60s"}]}]}"#,
+                "routes[0].limits[1].id",
+                "duplicate limit id \"route-a-1m\"",
+            ),
+            (
+                r#"{"tiers":{"ANON":{"limits":[]},"BASIC":{"limits":[{"id":"q","limit":1,"window":"1m"},{"id":"q","limit":2,"window":"1h"}]}}}"#,
+                "tiers.BASIC.limits[1].id",
+                "duplicate limit id \"q\"",
+            ),
+            (
+                r#"{"tiers":{"ANON":{"limits":[]},"BASIC":{"limits":[{"id":"Daily","limit":1,"window":"1d"}]}}}"#,
+                "tiers.BASIC.limits[0].id",
+                "lower-case",
+            ),
+            (
+                r#"{"tiers":{"ANON":{"limits":[]},"BASIC":{"limits":[{"id":"q","limit":1,"window":"1d"}]},"PRO":{"limits":[{"id":"q","limit":9,"window":"1h"}]}}}"#,
+                "tiers.PRO.limits[0].id",
+                "also used at tiers.BASIC.limits[0]",
+            ),
+            (
+                r#"{"routes":[{"name":"a","path":"/a","limits":[{"id":"tier-basic-1h","limit":1,"window":"1h","algorithm":"gcra"}]}]}"#,
+                "routes[0].limits[0].id",
+                "share their state",
+            ),
+            // tiers
+            (
+                r#"{"tiers":{"BASIC":{"limits":[]},"PRO":{"limits":[]}}}"#,
+                "tiers",
+                "the anonymous tier \"ANON\" is not defined",
+            ),
+            (
+                r#"{"tiers":{"ANON":{"limits":[]},"PRO":{"limits":[]}}}"#,
+                "tiers",
+                "the default tier \"BASIC\" is not defined",
+            ),
+            (r#"{"anonymous_tier":"GUEST"}"#, "anonymous_tier", "tier \"GUEST\" is not defined"),
+            (r#"{"default_tier":"basic"}"#, "default_tier", "tier \"basic\" is not defined"),
+            (
+                r#"{"tiers":{"ANON":{"limits":[]},"BASIC":{"limits":[]},"pro":{"limits":[]}}}"#,
+                "tiers.pro",
+                "upper-case",
+            ),
+            (
+                r#"{"tiers":{"ANON":{"limits":[]},"BASIC":{"limits":[]},"PRO-1":{"limits":[]}}}"#,
+                "tiers.PRO-1",
+                "upper-case",
+            ),
+            (r#"{"tiers":{"ANON":{}}}"#, "tiers.ANON", "missing field \"limits\""),
+            // routes
+            (
+                r#"{"routes":[{"name":"a","path":"/a"},{"name":"a","path":"/b"}]}"#,
+                "routes[1].name",
+                "duplicate route name \"a\"",
+            ),
+            (r#"{"routes":[{"name":"Chat","path":"/a"}]}"#, "routes[0].name", "lower-case"),
+            (r#"{"routes":[{"name":"a","path":"api/a"}]}"#, "routes[0].path", "must start with \"/\""),
+            (r#"{"routes":[{"name":"a","path":"/a/*/b"}]}"#, "routes[0].path", "only allowed as the last character"),
+            (r#"{"routes":[{"name":"a","path":"/a/{x"}]}"#, "routes[0].path", "unbalanced"),
+            (r#"{"routes":[{"name":"a","path":"/a"}, {"path":"/b"}]}"#, "routes[1]", "missing field \"name\""),
+            (
+                r#"{"routes":[{"name":"a","path":"/a","on_redis_failure":"retry"}]}"#,
+                "routes[0].on_redis_failure",
+                "unknown failure policy \"retry\"",
+            ),
+            (r#"{"routes":[{"name":"a","path":"/a","cost":0}]}"#, "routes[0].cost", "must be greater than 0"),
+            (
+                r#"{"routes":[{"name":"a","path":"/a","cost":6,"limits":[{"limit":5,"window":"1m"}]}]}"#,
+                "routes[0].cost",
+                "no request could ever pass",
+            ),
+            (r#"{"routes":[{"name":"a","path":"/a","methods":[]}]}"#, "routes[0].methods", "must not be empty"),
+            (
+                r#"{"routes":[{"name":"a","path":"/a","methods":["GET","G ET"]}]}"#,
+                "routes[0].methods[1]",
+                "not an HTTP method",
+            ),
+            (
+                r#"{"routes":[{"name":"a","path":"/a/{x}","upstream":"/b/{y}"}]}"#,
+                "routes[0].upstream",
+                "unknown parameter \"{y}\"",
+            ),
+            (
+                r#"{"routes":[{"name":"a","path":"/a*","upstream":"/b/*"}]}"#,
+                "routes[0].upstream",
+                "not allowed in an upstream template",
+            ),
+            (r#"{"routes":[{"name":"a","path":"/a","upstream":"b"}]}"#, "routes[0].upstream", "must start with \"/\""),
+            (r#"{"routes":[{"limt":1,"name":"a","path":"/a"}]}"#, "routes[0]", "unknown field \"limt\""),
+            (
+                r#"{"routes":[{"name":"a","path":"/a","limits":[{"limt":1,"window":"1m"}]}]}"#,
+                "routes[0].limits[0]",
+                "unknown field \"limt\"",
+            ),
+            (r#"{"routes":{"name":"a"}}"#, "routes", "invalid type: map"),
+            // cache rules
+            (
+                r#"{"routes":[{"name":"a","path":"/a","methods":["GET"]},{"name":"b","path":"/b","methods":["GET"],"cache":{"class":"FOO"}}]}"#,
+                "routes[1].cache.class",
+                "unknown cache class \"FOO\"",
+            ),
+            (
+                r#"{"routes":[{"name":"a","path":"/a","methods":["GET"],"cache":{"class":"SESSION","key":"query"}}]}"#,
+                "routes[0].cache.key",
+                "unknown cache key \"query\"",
+            ),
+            (
+                r#"{"routes":[{"name":"a","path":"/a","methods":["GET"],"cache":{"class":"SESSION","scope":"user"}}]}"#,
+                "routes[0].cache.scope",
+                "unknown cache scope \"user\"",
+            ),
+            (
+                r#"{"routes":[{"name":"a","path":"/a","cache":{"class":"SESSION"}}]}"#,
+                "routes[0].methods",
+                "only \"GET\" and \"HEAD\"",
+            ),
+            (
+                r#"{"routes":[{"name":"a","path":"/a","methods":["GET","POST"],"cache":{"class":"SESSION"}}]}"#,
+                "routes[0].methods",
+                "only \"GET\" and \"HEAD\"",
+            ),
+            (
+                r#"{"routes":[{"name":"a","path":"/a","methods":["GET"],"cache":{"class":"SESSION","key":"json_body"}}]}"#,
+                "routes[0].methods",
+                "with a body",
+            ),
+            (
+                r#"{"routes":[{"name":"a","path":"/a","methods":["GET"],"cache":{"class":"SESSION","tags":["a b"]}}]}"#,
+                "routes[0].cache.tags[0]",
+                "1 to 64",
+            ),
+            (
+                r#"{"routes":[{"name":"a","path":"/a/{x}","methods":["GET"],"cache":{"class":"SESSION","warm":["ok","a/b"]}}]}"#,
+                "routes[0].cache.warm[1]",
+                "needs 1 safe value",
+            ),
+            (
+                r#"{"routes":[{"name":"a","path":"/a/{x}","methods":["GET"],"cache":{"class":"SESSION","warm":[".."]}}]}"#,
+                "routes[0].cache.warm[0]",
+                "does not fill",
+            ),
+            (
+                r#"{"routes":[{"name":"a","path":"/a*","methods":["GET"],"cache":{"class":"SESSION","warm":["x"]}}]}"#,
+                "routes[0].cache.warm",
+                "without \"*\"",
+            ),
+            (
+                r#"{"routes":[{"name":"a","path":"/a/{x}","methods":["POST"],"cache":{"class":"SESSION","key":"json_body","warm":["x"]}}]}"#,
+                "routes[0].cache.warm",
+                "needs \"key\": \"path\"",
+            ),
+            // cache classes
+            (
+                r#"{"cache_classes":{"SESSION":{"ttl":"0s"}}}"#,
+                "cache_classes.SESSION.ttl",
+                "must be finite and greater than 0",
+            ),
+            (r#"{"cache_classes":{"SESSION":{"ttl":"366d"}}}"#, "cache_classes.SESSION.ttl", "counts as infinite"),
+            (r#"{"cache_classes":{"SESSION":{"jitter":0.6}}}"#, "cache_classes.SESSION.jitter", "between 0 and 0.5"),
+            (r#"{"cache_classes":{"SESSION":{"jitter":-0.1}}}"#, "cache_classes.SESSION.jitter", "between 0 and 0.5"),
+            (
+                r#"{"cache_classes":{"SESSION":{"browser_max_age":"1500ms"}}}"#,
+                "cache_classes.SESSION.browser_max_age",
+                "whole number of seconds",
+            ),
+            (r#"{"cache_classes":{"SESSION":{"stale":"400d"}}}"#, "cache_classes.SESSION.stale", "at most 365d"),
+            (r#"{"cache_classes":{"HOT":{"jitter":0.1}}}"#, "cache_classes.HOT.ttl", "required for a new cache class"),
+            (r#"{"cache_classes":{"hot":{"ttl":"1s"}}}"#, "cache_classes.hot", "upper-case"),
+            (r#"{"cache_classes":{"SESSION":{"tll":"1s"}}}"#, "cache_classes.SESSION", "unknown field \"tll\""),
+            // settings
+            (r#"{"namespace":"my app"}"#, "namespace", "letters, digits"),
+            (r#"{"namespace":"a:b"}"#, "namespace", "letters, digits"),
+            (r#"{"namespace":""}"#, "namespace", "1 to 64"),
+            (r#"{"redis":{"timeout":"0ms"}}"#, "redis.timeout", "must be greater than 0"),
+            (r#"{"redis":{"timeout":"1m"}}"#, "redis.timeout", "at most 30s"),
+            (r#"{"redis":{"breaker_failures":0}}"#, "redis.breaker_failures", "must be greater than 0"),
+            (r#"{"identity":{"tier_claim":"app_metadata..tier"}}"#, "identity.tier_claim", "dotted claim path"),
+            (r#"{"identity":{"jwt_leeway":"1h"}}"#, "identity.jwt_leeway", "at most 10m"),
+            (r#"{"identity":{"ipv6_prefix":129}}"#, "identity.ipv6_prefix", "between 32 and 128"),
+            (r#"{"cache":{"max_body_bytes":0}}"#, "cache.max_body_bytes", "must be greater than 0"),
+            (r#"{"cache":{"max_body_bytes":100000000}}"#, "cache.max_body_bytes", "between 1 and 8388608"),
+            (r#"{"cache":{"lock_wait":"10s"}}"#, "cache.lock_wait", "longer than cache.lock_ttl"),
+            (r#"{"cache":{"early_refresh_beta":-1}}"#, "cache.early_refresh_beta", "between 0 (off) and 10"),
+            (r#"{"cache":{"lock_ttl":"0s"}}"#, "cache.lock_ttl", "must be greater than 0"),
+            (r#"{"cors":{"allow_origins":["https://a.example/"]}}"#, "cors.allow_origins[0]", "is not an origin"),
+            (r#"{"cors":{"allow_origins":["a.example"]}}"#, "cors.allow_origins[0]", "is not an origin"),
+            (r#"{"cors":{"allow_origins":["https://a.example","*"]}}"#, "cors.allow_origins[1]", "cannot be combined"),
+            (r#"{"cors":{"max_age":"2d"}}"#, "cors.max_age", "at most 1d"),
+            (r#"{"tirs":{}}"#, "", "unknown field \"tirs\""),
+        ];
+        for (json, path, needle) in table {
+            rejects(json, path, needle);
+        }
+    }
+
+    #[test]
+    fn valid_origins_are_accepted() {
+        for o in ["https://app.example.com", "http://localhost:3000", "http://127.0.0.1:8787", "http://[::1]:3000"] {
+            assert!(is_origin(o), "{o}");
+        }
+        for o in ["https://", "ftp://a.example", "https://a.example:", "https://a.example:123456", "https://a b"] {
+            assert!(!is_origin(o), "{o}");
+        }
+    }
+
+    #[test]
+    fn json_syntax_errors_give_line_and_column() {
+        let e = parse("{\n  \"namespace\": \"x\",\n  \"routes\": [,]\n}").unwrap_err();
+        assert!(e.message.contains("line 3, column"), "{e}");
+        assert_eq!(e.path, "routes[0]");
+        let e = parse("{} {}").unwrap_err();
+        assert_eq!(e.path, "");
+        assert!(e.message.contains("trailing characters (line 1, column 4)"), "{e}");
+        let e = parse("[]").unwrap_err();
+        assert!(e.message.contains("expected a policy object"), "{e}");
+        let e = parse("{\"routes\": [{\"name\": \"a\", \"name\": \"b\", \"path\": \"/\"}]}").unwrap_err();
+        assert_eq!(e.path, "routes[0]");
+        assert!(e.message.contains("duplicate field \"name\""), "{e}");
+    }
+
+    #[test]
+    fn override_limits_are_validated_like_tier_limits() {
+        let raw: Vec<RawLimit> =
+            serde_json::from_str(r#"[{"limit": 5, "window": "1m"}, {"id": "daily", "limit": 50, "window": "1d"}]"#)
+                .unwrap();
+        let limits = override_limits(&raw).unwrap();
+        assert_eq!(limits[0].id, "override-custom-1m");
+        assert_eq!(limits[1].id, "daily");
+        let zero: Vec<RawLimit> = serde_json::from_str(r#"[{"limit": 0, "window": "1m"}]"#).unwrap();
+        assert_eq!(override_limits(&zero).unwrap_err().path, "limits[0].limit");
+    }
+
+    #[test]
+    fn error_display_starts_with_the_variable_name() {
+        let e = parse(r#"{"cache_classes":{"SESSION":{"ttl":"0s"}}}"#).unwrap_err();
+        assert_eq!(e.to_string(), "TOLLGATE_POLICY: cache_classes.SESSION.ttl: must be finite and greater than 0");
+    }
+
+    #[test]
+    fn wrangler_toml_without_the_variable_means_the_defaults() {
+        assert_eq!(from_wrangler_toml("name = \"w\"\n").unwrap(), defaults::policy());
+        assert_eq!(from_wrangler_toml("[vars]\nORIGIN_URL = \"http://127.0.0.1:9\"\n").unwrap(), defaults::policy());
+    }
+
+    #[test]
+    fn wrangler_toml_accepts_a_table() {
+        let toml = r#"
+name = "tollgate"
+
+[vars]
+ORIGIN_URL = "http://127.0.0.1:8000"
+
+[vars.TOLLGATE_POLICY]
+namespace = "shop"
+default_tier = "PRO"
+
+[vars.TOLLGATE_POLICY.tiers.ANON]
+limits = [ { limit = 10, window = "1m" } ]
+
+[vars.TOLLGATE_POLICY.tiers.PRO]
+limits = [ { limit = 1000, window = "1h", algorithm = "gcra" } ]
+
+[[vars.TOLLGATE_POLICY.routes]]
+name = "chat"
+path = "/api/chat*"
+limits = [ { limit = 20, window = "1m" } ]
+
+[vars.TOLLGATE_POLICY.cache_classes.STATIC_CONFIG]
+ttl = "12h"
+jitter = 0.2
+"#;
+        let p = from_wrangler_toml(toml).unwrap();
+        assert_eq!(p.namespace, "shop");
+        assert_eq!(p.default_tier, "PRO");
+        assert_eq!(p.tier("PRO").unwrap().limits[0].algorithm, Algorithm::Gcra);
+        assert_eq!(p.routes.len(), 1);
+        assert_eq!(p.cache_class("STATIC_CONFIG").unwrap().jitter, 0.2);
+    }
+
+    #[test]
+    fn wrangler_toml_accepts_a_json_string() {
+        let toml = "[vars]\nTOLLGATE_POLICY = '{\"namespace\": \"shop\", \"routes\": []}'\n";
+        let p = from_wrangler_toml(toml).unwrap();
+        assert_eq!(p.namespace, "shop");
+        assert!(p.routes.is_empty());
+    }
+
+    #[test]
+    fn wrangler_toml_errors_name_the_field_in_either_form() {
+        let table = "[vars.TOLLGATE_POLICY]\nroutes = [ { name = \"a\", path = \"/a\", limits = [ { limit = 0, window = \"1m\" } ] } ]\n";
+        let e = from_wrangler_toml(table).unwrap_err();
+        assert_eq!(e.path, "routes[0].limits[0].limit");
+        let e = from_wrangler_toml("[vars.TOLLGATE_POLICY]\nroutes = [ { name = \"a\", path = \"/a\", limt = 1 } ]\n")
+            .unwrap_err();
+        assert_eq!((e.path.as_str(), e.message.starts_with("unknown field \"limt\"")), ("routes[0]", true), "{e}");
+        let e =
+            from_wrangler_toml("[vars]\nTOLLGATE_POLICY = '{\"cache_classes\": {\"SESSION\": {\"ttl\": \"0s\"}}}'\n")
+                .unwrap_err();
+        assert_eq!(e.path, "cache_classes.SESSION.ttl");
+        let e = from_wrangler_toml("[vars.TOLLGATE_POLICY]\nredis = { timeout = 50 }\n").unwrap_err();
+        assert_eq!(e.path, "redis.timeout");
+        assert!(e.message.contains("expected a duration string"), "{e}");
+        let e = from_wrangler_toml("[vars.TOLLGATE_POLICY.cache_classes.SESSION]\njitter = nan\n").unwrap_err();
+        assert_eq!(e.path, "cache_classes.SESSION.jitter");
+    }
+
+    #[test]
+    fn wrangler_toml_that_is_not_toml_or_has_the_wrong_shape_is_rejected() {
+        let e = from_wrangler_toml("[vars\n").unwrap_err();
+        assert!(e.message.starts_with("wrangler.toml is not valid TOML"), "{e}");
+        assert!(e.message.contains("line 1"), "{e}");
+        let e = from_wrangler_toml("[vars]\nTOLLGATE_POLICY = 3\n").unwrap_err();
+        assert!(e.message.contains("must be a table or a JSON string, not integer"), "{e}");
+        let e = from_wrangler_toml("vars = 1\n").unwrap_err();
+        assert!(e.message.contains("[vars] must be a table"), "{e}");
+    }
+}
