@@ -1,0 +1,279 @@
+//! The in-isolate limiter: the same models and the same all-or-nothing rule as `check.lua`, on a
+//! bounded map. It serves memory mode (no Redis configured) and the `local` failure policy while
+//! Redis is down; its counts are per isolate, so it is a degraded mode, never the shared truth.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::policy::Limit;
+
+use super::check::Check;
+use super::decision::Decision;
+use super::model::{evaluate, merge_shared, State};
+use super::overrides::Override;
+use super::LimiterError;
+
+/// Entries a [`MemoryLimiter`] keeps by default.
+pub const DEFAULT_CAPACITY: usize = 10_000;
+
+/// One limit of one subject.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct EntryKey {
+    subject_hash: String,
+    limit_id: String,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Entry {
+    state: State,
+    /// From then on the state decides as no state would, so it may go.
+    expires_at: u64,
+}
+
+/// Limit states of many subjects, at most `capacity` of them (plus the limits of the check
+/// being written, should `capacity` be smaller than one check's limit count).
+///
+/// When full, entries whose states have expired go first; then those expiring soonest, which
+/// forgets the least. Forgetting a live entry lets its subject start afresh: acceptable here.
+#[derive(Debug, Clone)]
+pub struct MemoryLimiter {
+    entries: HashMap<EntryKey, Entry>,
+    overrides: HashMap<String, Override>,
+    capacity: usize,
+}
+
+impl Default for MemoryLimiter {
+    fn default() -> Self {
+        Self::new(DEFAULT_CAPACITY)
+    }
+}
+
+impl MemoryLimiter {
+    /// An empty limiter holding at most `capacity` limit states.
+    pub fn new(capacity: usize) -> Self {
+        Self { entries: HashMap::new(), overrides: HashMap::new(), capacity }
+    }
+
+    /// Drops every limit state and the override of one subject (an operator reset its limits).
+    pub fn forget_subject(&mut self, subject_hash: &str) {
+        self.entries.retain(|key, _| key.subject_hash != subject_hash);
+        self.overrides.remove(subject_hash);
+    }
+
+    /// Sets (or with `None` removes) a subject's override, as `PUT`/`DELETE limits/{subject}` do
+    /// in Redis.
+    pub fn set_override(&mut self, subject_hash: &str, value: Option<Override>) {
+        match value {
+            Some(o) => {
+                self.overrides.insert(subject_hash.to_owned(), o);
+            }
+            None => {
+                self.overrides.remove(subject_hash);
+            }
+        }
+    }
+
+    /// A subject's override, if one is set.
+    pub fn get_override(&self, subject_hash: &str) -> Option<&Override> {
+        self.overrides.get(subject_hash)
+    }
+
+    /// Limit states held.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no state is held.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Checks every limit of `check` at `now_ms`, all or nothing, exactly as `check.lua` does.
+    pub fn check(&mut self, check: &Check<'_>, now_ms: u64) -> Result<Decision, LimiterError> {
+        check.validate()?;
+        let overridden = self.overrides.get(check.subject_hash).cloned();
+        let (tier_limits, tier, override_ignored) = match &overridden {
+            None => (check.tier_limits, None, false),
+            Some(o) if o.is_well_formed() && o.fits_routes(check.route_limits) => {
+                (o.limits.as_slice(), Some(o.tier.clone()), false)
+            }
+            Some(_) => (check.tier_limits, None, true),
+        };
+        let limits = merge_shared(tier_limits.iter().chain(check.route_limits))?;
+        let keys: Vec<EntryKey> = limits
+            .iter()
+            .map(|l| EntryKey { subject_hash: check.subject_hash.to_owned(), limit_id: l.id.clone() })
+            .collect();
+        let states: Vec<Option<State>> =
+            keys.iter().map(|k| self.entries.get(k).filter(|e| e.expires_at > now_ms).map(|e| e.state)).collect();
+        let inputs: Vec<(&Limit, Option<&State>)> =
+            limits.iter().copied().zip(states.iter().map(Option::as_ref)).collect();
+        let evaluation = evaluate(&inputs, now_ms, check.cost.get(), check.mode, tier, override_ignored);
+
+        if evaluation.writes.iter().any(Option::is_some) {
+            self.make_room(&keys, now_ms);
+            for ((key, limit), state) in keys.into_iter().zip(&limits).zip(evaluation.writes) {
+                if let Some(state) = state {
+                    self.entries.insert(key, Entry { state, expires_at: state.expires_at(limit) });
+                }
+            }
+        }
+        Ok(evaluation.decision)
+    }
+
+    /// Frees room for `incoming` (never evicting those keys themselves).
+    fn make_room(&mut self, incoming: &[EntryKey], now_ms: u64) {
+        let new = incoming.iter().filter(|k| !self.entries.contains_key(k)).count();
+        if self.entries.len() + new <= self.capacity {
+            return;
+        }
+        self.entries.retain(|_, e| e.expires_at > now_ms);
+        let excess = (self.entries.len() + new).saturating_sub(self.capacity);
+        if excess == 0 {
+            return;
+        }
+        let keep: HashSet<&EntryKey> = incoming.iter().collect();
+        let mut candidates: Vec<(u64, EntryKey)> =
+            self.entries.iter().filter(|(k, _)| !keep.contains(k)).map(|(k, e)| (e.expires_at, k.clone())).collect();
+        // Evict a batch (an eighth of the capacity, at least the excess) so a full map does not
+        // rescan on every insert.
+        let batch = excess.max(self.capacity / 8).min(candidates.len());
+        if batch == 0 {
+            return;
+        }
+        candidates.select_nth_unstable_by_key(batch - 1, |(at, _)| *at);
+        for (_, key) in candidates.into_iter().take(batch) {
+            self.entries.remove(&key);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU32;
+
+    use super::*;
+    use crate::limiter::model::test_support::limit;
+    use crate::limiter::Mode;
+    use crate::policy::Algorithm;
+
+    const T0: u64 = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000;
+
+    fn check<'a>(subject: &'a str, tier: &'a [Limit], route: &'a [Limit], cost: u32, mode: Mode) -> Check<'a> {
+        Check {
+            subject_hash: subject,
+            tier_limits: tier,
+            route_limits: route,
+            cost: NonZeroU32::new(cost).expect("non-zero cost"),
+            mode,
+        }
+    }
+
+    #[test]
+    fn denies_the_101st_request_in_the_hour() {
+        let tier = [limit("tier-basic", Algorithm::SlidingWindow, 100, 3_600_000)];
+        let mut m = MemoryLimiter::default();
+        for i in 0..100 {
+            assert!(m.check(&check("s", &tier, &[], 1, Mode::Consume), T0 + i).expect("valid").is_allowed());
+        }
+        let d = m.check(&check("s", &tier, &[], 1, Mode::Consume), T0 + 100).expect("valid");
+        assert_eq!(d.violated(), Some("tier-basic"));
+    }
+
+    #[test]
+    fn a_denial_consumes_nothing_from_other_limits() {
+        let tier = [limit("tier-basic", Algorithm::TokenBucket, 100, 3_600_000)];
+        let route = [limit("route-chat", Algorithm::Gcra, 1, 60_000)];
+        let mut m = MemoryLimiter::default();
+        assert!(m.check(&check("s", &tier, &route, 1, Mode::Consume), T0).expect("valid").is_allowed());
+        for _ in 0..5 {
+            assert!(!m.check(&check("s", &tier, &route, 1, Mode::Consume), T0).expect("valid").is_allowed());
+        }
+        let d = m.check(&check("s", &tier, &[], 1, Mode::Peek), T0).expect("valid");
+        assert_eq!(d.snapshot().limits[0].remaining, 99);
+    }
+
+    #[test]
+    fn peek_does_not_consume() {
+        let tier = [limit("t", Algorithm::FixedWindow, 2, 60_000)];
+        let mut m = MemoryLimiter::default();
+        for _ in 0..5 {
+            let d = m.check(&check("s", &tier, &[], 1, Mode::Peek), T0).expect("valid");
+            assert_eq!(d.snapshot().limits[0].remaining, 2);
+        }
+        assert!(m.is_empty());
+    }
+
+    #[test]
+    fn an_override_replaces_the_tier_limits_but_not_the_route_limits() {
+        let tier = [limit("tier-basic", Algorithm::FixedWindow, 1, 60_000)];
+        let route = [limit("route-chat", Algorithm::FixedWindow, 5, 60_000)];
+        let mut m = MemoryLimiter::default();
+        let pro = Override { tier: "PRO".into(), limits: vec![limit("tier-pro", Algorithm::FixedWindow, 3, 60_000)] };
+        m.set_override("s", Some(pro));
+        for _ in 0..3 {
+            let d = m.check(&check("s", &tier, &route, 1, Mode::Consume), T0).expect("valid");
+            assert!(d.is_allowed());
+            assert_eq!(d.snapshot().tier.as_deref(), Some("PRO"));
+            assert_eq!(d.snapshot().limits[0].id, "tier-pro");
+        }
+        let d = m.check(&check("s", &tier, &route, 1, Mode::Consume), T0).expect("valid");
+        assert_eq!(d.violated(), Some("tier-pro"));
+        assert_eq!(d.snapshot().limit("route-chat").map(|l| l.remaining), Some(2));
+    }
+
+    #[test]
+    fn limits_sharing_an_id_are_charged_once_with_the_smaller_limit() {
+        let tier = [limit("shared", Algorithm::FixedWindow, 5, 60_000)];
+        let route = [limit("shared", Algorithm::FixedWindow, 3, 60_000)];
+        let mut m = MemoryLimiter::default();
+        let d = m.check(&check("s", &tier, &route, 1, Mode::Consume), T0).expect("valid");
+        assert_eq!(d.snapshot().limits.len(), 1);
+        assert_eq!((d.snapshot().limits[0].limit, d.snapshot().limits[0].remaining), (3, 2));
+    }
+
+    #[test]
+    fn an_override_clashing_with_a_route_limit_is_ignored() {
+        let tier = [limit("tier-basic", Algorithm::FixedWindow, 1, 60_000)];
+        let route = [limit("route-chat", Algorithm::FixedWindow, 5, 60_000)];
+        let mut m = MemoryLimiter::default();
+        let bad = Override { tier: "PRO".into(), limits: vec![limit("route-chat", Algorithm::FixedWindow, 3, 1_000)] };
+        m.set_override("s", Some(bad));
+        let d = m.check(&check("s", &tier, &route, 1, Mode::Consume), T0).expect("valid");
+        assert!(d.snapshot().override_ignored);
+        assert_eq!(d.snapshot().tier, None);
+        assert_eq!(d.snapshot().limits[0].id, "tier-basic");
+    }
+
+    #[test]
+    fn the_map_stays_bounded_and_evicts_expired_entries_first() {
+        let short = [limit("short", Algorithm::FixedWindow, 10, 1_000)];
+        let long = [limit("long", Algorithm::FixedWindow, 10, 3_600_000)];
+        let mut m = MemoryLimiter::new(100);
+        for i in 0..50 {
+            m.check(&check(&format!("old{i}"), &long, &[], 1, Mode::Consume), T0).expect("valid");
+            m.check(&check(&format!("tmp{i}"), &short, &[], 1, Mode::Consume), T0).expect("valid");
+        }
+        assert_eq!(m.len(), 100);
+        // A second later the short windows are over: new subjects replace them, not the hourly ones.
+        for i in 0..50 {
+            m.check(&check(&format!("new{i}"), &short, &[], 1, Mode::Consume), T0 + 1_000).expect("valid");
+        }
+        assert_eq!(m.len(), 100);
+        let d = m.check(&check("old0", &long, &[], 1, Mode::Peek), T0 + 1_000).expect("valid");
+        assert_eq!(d.snapshot().limits[0].remaining, 9, "hourly state survived");
+        for i in 0..1_000 {
+            m.check(&check(&format!("flood{i}"), &long, &[], 1, Mode::Consume), T0 + 2_000).expect("valid");
+            assert!(m.len() <= 100);
+        }
+    }
+
+    #[test]
+    fn out_of_bounds_limits_are_errors() {
+        let tier = [limit("huge", Algorithm::Gcra, u32::MAX, 86_400_000)];
+        let mut m = MemoryLimiter::default();
+        assert!(matches!(
+            m.check(&check("s", &tier, &[], 1, Mode::Consume), T0),
+            Err(LimiterError::LimitOutOfRange { .. })
+        ));
+    }
+}

@@ -1,0 +1,46 @@
+//! The rate limiter: every limit that applies to a request (tier or override, and route) decided
+//! at once, all or nothing, by one Lua script on Redis, with pure Rust models as its specification
+//! and as the in-isolate fallback.
+//!
+//! - one file per algorithm ([`fixed_window`], [`sliding_window`], [`token_bucket`], [`gcra`]),
+//!   each `decide(state, now_ms, limit, cost) -> (Verdict, Option<State>)`, no I/O, no clock;
+//! - [`evaluate`], the all-or-nothing rule over a limit set, mirrored by `scripts/check.lua`;
+//! - [`Check`] builds the script's one `EVALSHA` (one billed command per check, however many
+//!   limits) and [`parse_reply`] reads it back into a [`Decision`];
+//! - [`Override`]: per-subject tier and limits, changed without a redeploy;
+//! - [`rate_limit_headers`]: the `X-RateLimit-*`, IETF `RateLimit*` and `Retry-After` headers;
+//! - [`MemoryLimiter`], [`BlockCache`], [`Breaker`]: the fallback, the local block list and the
+//!   circuit breaker, all bounded and driven by time passed in.
+
+mod block_cache;
+mod breaker;
+mod check;
+mod decision;
+mod error;
+pub mod fixed_window;
+pub mod gcra;
+mod headers;
+mod memory;
+mod model;
+mod overrides;
+pub mod sliding_window;
+pub mod token_bucket;
+
+pub use block_cache::BlockCache;
+pub use breaker::{Breaker, BreakerState};
+pub use check::{check_script, parse_reply, Check, Mode, ScriptCall};
+pub use decision::{Decision, LimitState, Snapshot};
+pub use error::LimiterError;
+pub use headers::rate_limit_headers;
+pub use memory::MemoryLimiter;
+pub use model::{
+    check_bounds, decide, evaluate, merge_shared, Evaluation, Outcome, State, Verdict, MAX_LIMIT_TIMES_WINDOW,
+    MAX_WINDOW_MS,
+};
+pub use overrides::{Override, OverrideError, MAX_OVERRIDE_LIMITS, MAX_OVERRIDE_NAME};
+
+/// Default sizes of the bounded in-isolate structures.
+pub mod capacity {
+    pub use super::block_cache::DEFAULT_CAPACITY as BLOCK_CACHE;
+    pub use super::memory::DEFAULT_CAPACITY as MEMORY_LIMITER;
+}

@@ -1,0 +1,378 @@
+//! `check.lua` against its Rust model on a real Redis (through `redis-rest`): random limit sets and
+//! request sequences must give identical decisions, remaining units and reset times; plus the
+//! script's contracts (overrides, peek, TTLs, NOSCRIPT after a flush, one command per check).
+#![cfg(not(target_arch = "wasm32"))]
+
+mod support;
+
+use std::cell::Cell;
+use std::num::{NonZeroU32, NonZeroU64};
+
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+
+use tollgate::keys::Keys;
+use tollgate::limiter::{check_script, parse_reply, Check, Decision, MemoryLimiter, Mode, Override};
+use tollgate::policy::{Algorithm, Limit};
+use tollgate::redis::{Client, Entry, Reply, ReqwestTransport};
+
+use support::{Resp, Stack};
+
+const HOUR: u64 = 3_600_000;
+
+fn limit(id: &str, algorithm: Algorithm, limit: u32, window_ms: u64) -> Limit {
+    Limit {
+        id: id.to_owned(),
+        algorithm,
+        limit: NonZeroU32::new(limit).expect("non-zero limit"),
+        window_ms: NonZeroU64::new(window_ms).expect("non-zero window"),
+    }
+}
+
+fn check<'a>(subject: &'a str, tier: &'a [Limit], route: &'a [Limit], cost: u32, mode: Mode) -> Check<'a> {
+    Check {
+        subject_hash: subject,
+        tier_limits: tier,
+        route_limits: route,
+        cost: NonZeroU32::new(cost).expect("non-zero cost"),
+        mode,
+    }
+}
+
+/// Runs a check on Redis, at Redis `TIME`.
+async fn run(client: &Client<ReqwestTransport>, keys: &Keys, c: &Check<'_>) -> Decision {
+    c.run(client, keys).await.expect("check runs")
+}
+
+/// Runs a check on Redis at a given time (the script's test-only `now_ms` override).
+async fn run_at(client: &Client<ReqwestTransport>, keys: &Keys, c: &Check<'_>, now_ms: u64) -> Decision {
+    let call = c.command_at(keys, now_ms).expect("valid check");
+    let reply = client.eval(check_script(), &call.keys, &call.args).await.expect("script runs");
+    parse_reply(&reply).expect("well-formed reply")
+}
+
+fn pttl(stack: &Stack, key: &str) -> i64 {
+    match stack.redis(&["PTTL", key]) {
+        Resp::Int(n) => n,
+        other => panic!("PTTL {key}: {other:?}"),
+    }
+}
+
+fn subject_keys(stack: &Stack, keys: &Keys, subject: &str) -> Vec<String> {
+    match stack.redis(&["KEYS", &keys.limit_subject_pattern(subject)]) {
+        Resp::Array(Some(items)) => items
+            .into_iter()
+            .filter_map(|r| match r {
+                Resp::Bulk(Some(b)) => String::from_utf8(b).ok(),
+                _ => None,
+            })
+            .collect(),
+        other => panic!("KEYS: {other:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The property: script == model.
+
+/// One limit of a generated case: algorithm, units, window.
+type LimitSpec = (Algorithm, u32, u64);
+
+#[derive(Debug, Clone)]
+struct Step {
+    /// Milliseconds since the previous step.
+    dt: u64,
+    cost: u32,
+    peek: bool,
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    /// The first `n_tier` are tier limits, the rest route limits.
+    limits: Vec<LimitSpec>,
+    n_tier: usize,
+    /// Whether the first route limit shares the first tier limit's id (and so its key).
+    share: bool,
+    /// Limits of an override set before the first step, if any, and the prefix of their ids
+    /// (`o` own keys, `t` the tier limits' keys, `r` clashing or merging with route limits).
+    override_limits: Option<(Vec<LimitSpec>, &'static str)>,
+    /// Start time; far in the future so no key expires in real time during the run.
+    start_ms: u64,
+    steps: Vec<Step>,
+}
+
+fn limit_spec() -> impl Strategy<Value = LimitSpec> {
+    let algorithm = prop_oneof![
+        Just(Algorithm::FixedWindow),
+        Just(Algorithm::SlidingWindow),
+        Just(Algorithm::TokenBucket),
+        Just(Algorithm::Gcra)
+    ];
+    let window = prop_oneof![1u64..=10, 11u64..=1_000, 1_001u64..=7_000];
+    (algorithm, 1u32..=6, window)
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    let dt = prop_oneof![Just(0u64), 1u64..=20, 0u64..=2_000, 0u64..=15_000];
+    (dt, 1u32..=7, prop::bool::weighted(0.2)).prop_map(|(dt, cost, peek)| Step { dt, cost, peek })
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        prop::collection::vec(limit_spec(), 1..=3),
+        any::<prop::sample::Index>(),
+        prop::bool::weighted(0.2),
+        prop::option::weighted(
+            0.3,
+            (prop::collection::vec(limit_spec(), 0..=2), prop::sample::select(vec!["o", "t", "r"])),
+        ),
+        0u64..10_000_000,
+        prop::collection::vec(step(), 1..=30),
+    )
+        .prop_map(|(limits, split, share, override_limits, offset, steps)| Case {
+            n_tier: split.index(limits.len() + 1),
+            limits,
+            share,
+            override_limits,
+            // Year 2096, below the 2^42 ms the script's exact math assumes.
+            start_ms: 4_000_000_000_000 + offset,
+            steps,
+        })
+}
+
+#[test]
+fn the_script_decides_exactly_as_the_rust_model() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
+    let stack = rt.block_on(Stack::start());
+    let client = stack.client();
+    let keys = Keys::new("prop");
+    let counter = Cell::new(0u64);
+
+    // 128 cases by default (a few seconds); PROPTEST_CASES asks for more.
+    let cases = if std::env::var_os("PROPTEST_CASES").is_some() { Config::default().cases } else { 128 };
+    let mut runner = TestRunner::new(Config { cases, source_file: Some(file!()), ..Config::default() });
+    let result = runner.run(&case(), |case| {
+        counter.set(counter.get() + 1);
+        let subject = format!("case{}", counter.get());
+        let named = |prefix: &str, specs: &[LimitSpec]| -> Vec<Limit> {
+            specs.iter().enumerate().map(|(i, (a, l, w))| limit(&format!("{prefix}{i}"), *a, *l, *w)).collect()
+        };
+        let tier = named("t", &case.limits[..case.n_tier]);
+        let mut route = named("r", &case.limits[case.n_tier..]);
+        if let (true, Some(t), Some(r)) = (case.share, tier.first(), route.first_mut()) {
+            *r = Limit { id: t.id.clone(), algorithm: t.algorithm, window_ms: t.window_ms, limit: r.limit };
+        }
+        let mut model = MemoryLimiter::new(10_000);
+        rt.block_on(async {
+            if let Some((specs, prefix)) = &case.override_limits {
+                let o = Override { tier: "OVR".into(), limits: named(prefix, specs) };
+                client.command(o.set_command(&keys, &subject, None)).await.expect("SET override");
+                model.set_override(&subject, Some(o));
+            }
+            let mut now = case.start_ms;
+            for (i, step) in case.steps.iter().enumerate() {
+                now += step.dt;
+                let mode = if step.peek { Mode::Peek } else { Mode::Consume };
+                let c = check(&subject, &tier, &route, step.cost, mode);
+                let from_script = run_at(&client, &keys, &c, now).await;
+                let from_model = model.check(&c, now).map_err(|e| TestCaseError::fail(format!("model: {e}")))?;
+                prop_assert_eq!(&from_script, &from_model, "step {} at now = {} ({:?})", i, now, step);
+            }
+            // Every state key expires; the override (set here without a TTL) is the one exception.
+            let override_key = keys.limit_override(&subject);
+            for key in subject_keys(&stack, &keys, &subject).into_iter().filter(|k| *k != override_key) {
+                let ttl = pttl(&stack, &key);
+                prop_assert!(ttl > 0, "{} has PTTL {}", key, ttl);
+            }
+            Ok::<(), TestCaseError>(())
+        })
+    });
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Contracts of the script on a real Redis, at Redis TIME.
+
+#[tokio::test]
+async fn an_override_replaces_the_tier_limits_and_keeps_the_route_limits() {
+    let stack = Stack::start().await;
+    let client = stack.client();
+    let keys = Keys::default();
+    let tier = [limit("tier-basic", Algorithm::TokenBucket, 1, HOUR)];
+    let route = [limit("route-chat", Algorithm::TokenBucket, 5, HOUR)];
+    let pro = Override::parse_json(
+        r#"{"tier":"PRO","limits":[{"id":"tier-pro","alg":"gcra","limit":3,"window_ms":3600000}]}"#,
+    )
+    .expect("valid override");
+    client.command(pro.set_command(&keys, "subj", None)).await.expect("SET override");
+
+    for i in 0..3 {
+        let d = run(&client, &keys, &check("subj", &tier, &route, 1, Mode::Consume)).await;
+        assert!(d.is_allowed(), "request {} of the PRO limit of 3: {d:?}", i + 1);
+        let s = d.snapshot();
+        assert_eq!(s.tier.as_deref(), Some("PRO"));
+        let ids: Vec<&str> = s.limits.iter().map(|l| l.id.as_str()).collect();
+        assert_eq!(ids, ["tier-pro", "route-chat"]);
+    }
+    let d = run(&client, &keys, &check("subj", &tier, &route, 1, Mode::Consume)).await;
+    assert_eq!(d.violated(), Some("tier-pro"));
+    assert_eq!(d.snapshot().limit("route-chat").map(|l| l.remaining), Some(2), "the denial charged nothing");
+    assert_eq!(pttl(&stack, &keys.limit_override("subj")), -1, "an override set without TTL lasts");
+
+    client.command(Override::delete_command(&keys, "subj")).await.expect("DEL override");
+    let d = run(&client, &keys, &check("subj", &tier, &route, 1, Mode::Peek)).await;
+    assert_eq!(d.snapshot().tier, None);
+    assert_eq!(d.snapshot().limits[0].id, "tier-basic");
+
+    let temporary = pro.set_command(&keys, "subj", NonZeroU64::new(60_000));
+    client.command(temporary).await.expect("SET override PX");
+    let ttl = pttl(&stack, &keys.limit_override("subj"));
+    assert!(ttl > 0 && ttl <= 60_000, "temporary override PTTL {ttl}");
+}
+
+#[tokio::test]
+async fn a_malformed_override_is_ignored_and_reported() {
+    let stack = Stack::start().await;
+    let client = stack.client();
+    let keys = Keys::default();
+    let tier = [limit("tier-basic", Algorithm::FixedWindow, 10, HOUR)];
+    let route = [limit("route-chat", Algorithm::FixedWindow, 10, HOUR)];
+    for bad in [
+        "not json",
+        r#"{"tier":"PRO"}"#,
+        r#"{"tier":"PRO","limits":[{"id":"x","alg":"leaky","limit":1,"window_ms":1}]}"#,
+        r#"{"tier":"PRO","limits":[{"id":"route-chat","alg":"gcra","limit":1,"window_ms":1000}]}"#,
+    ] {
+        client.command(tollgate::redis::Command::new("SET").arg(keys.limit_override("s")).arg(bad)).await.expect("SET");
+        let d = run(&client, &keys, &check("s", &tier, &route, 1, Mode::Peek)).await;
+        assert!(d.snapshot().override_ignored, "{bad}");
+        assert_eq!(d.snapshot().tier, None, "{bad}");
+        assert_eq!(d.snapshot().limits[0].id, "tier-basic", "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn peek_does_not_consume_and_writes_nothing() {
+    let stack = Stack::start().await;
+    let client = stack.client();
+    let keys = Keys::default();
+    let tier = [limit("tier-basic", Algorithm::TokenBucket, 5, HOUR)];
+    let route = [limit("route-chat", Algorithm::Gcra, 5, HOUR)];
+    for _ in 0..10 {
+        let d = run(&client, &keys, &check("peeker", &tier, &route, 2, Mode::Peek)).await;
+        assert!(d.is_allowed());
+        assert!(d.snapshot().limits.iter().all(|l| l.remaining == 5), "{d:?}");
+    }
+    assert!(subject_keys(&stack, &keys, "peeker").is_empty(), "peek wrote a key");
+    let d = run(&client, &keys, &check("peeker", &tier, &route, 2, Mode::Consume)).await;
+    assert!(d.snapshot().limits.iter().all(|l| l.remaining == 3), "{d:?}");
+    let d = run(&client, &keys, &check("peeker", &tier, &route, 1, Mode::Peek)).await;
+    assert!(d.snapshot().limits.iter().all(|l| l.remaining == 3), "{d:?}");
+}
+
+#[tokio::test]
+async fn every_key_written_has_a_ttl_no_longer_than_its_state_matters() {
+    let stack = Stack::start().await;
+    let client = stack.client();
+    let keys = Keys::default();
+    let tier =
+        [limit("fixed", Algorithm::FixedWindow, 10, 60_000), limit("sliding", Algorithm::SlidingWindow, 10, 60_000)];
+    let route = [limit("bucket", Algorithm::TokenBucket, 10, 60_000), limit("gcra", Algorithm::Gcra, 10, 60_000)];
+    let d = run(&client, &keys, &check("ttl", &tier, &route, 3, Mode::Consume)).await;
+    assert!(d.is_allowed());
+    let written = subject_keys(&stack, &keys, "ttl");
+    assert_eq!(written.len(), 4);
+    let bound = |key: &str| if key.ends_with(":sliding") { 120_000 } else { 60_000 };
+    for key in written {
+        let ttl = pttl(&stack, &key);
+        assert!(ttl > 0 && ttl <= bound(&key), "{key}: PTTL {ttl}");
+    }
+    // The bucket and GCRA keys live until the 3 units are back: 3 × 6 s.
+    let ttl = pttl(&stack, &keys.limit_state("ttl", "gcra"));
+    assert!(ttl > 17_000 && ttl <= 18_000, "gcra PTTL {ttl}");
+}
+
+#[tokio::test]
+async fn a_denial_consumes_nothing_from_other_limits() {
+    let stack = Stack::start().await;
+    let client = stack.client();
+    let keys = Keys::default();
+    let tier = [limit("tier-basic", Algorithm::SlidingWindow, 100, HOUR)];
+    let route = [limit("route-chat", Algorithm::TokenBucket, 2, HOUR)];
+    for _ in 0..2 {
+        assert!(run(&client, &keys, &check("s", &tier, &route, 1, Mode::Consume)).await.is_allowed());
+    }
+    for _ in 0..5 {
+        let d = run(&client, &keys, &check("s", &tier, &route, 1, Mode::Consume)).await;
+        assert_eq!(d.violated(), Some("route-chat"));
+        assert!(d.retry_after_ms().is_some_and(|ms| ms > 0));
+    }
+    let d = run(&client, &keys, &check("s", &tier, &[], 1, Mode::Peek)).await;
+    assert_eq!(d.snapshot().limits[0].remaining, 98);
+    let d = run(&client, &keys, &check("s", &tier, &route, 3, Mode::Consume)).await;
+    assert_eq!(d.as_str(), "impossible", "a cost above a limit is not a retry");
+    assert_eq!(d.retry_after_ms(), None);
+}
+
+#[tokio::test]
+async fn evalsha_works_after_script_flush() {
+    let stack = Stack::start().await;
+    let client = stack.client();
+    let keys = Keys::default();
+    let tier = [limit("tier-basic", Algorithm::Gcra, 100, HOUR)];
+    let c = check("flush", &tier, &[], 1, Mode::Consume);
+    run(&client, &keys, &c).await;
+    let before = client.requests_sent();
+    run(&client, &keys, &c).await;
+    assert_eq!(client.requests_sent() - before, 1, "a cached script costs one request");
+
+    stack.redis(&["SCRIPT", "FLUSH"]);
+    let before = client.requests_sent();
+    let d = run(&client, &keys, &c).await;
+    assert_eq!(d.snapshot().limits[0].remaining, 97);
+    assert_eq!(client.requests_sent() - before, 2, "NOSCRIPT, then EVAL once");
+    let before = client.requests_sent();
+    run(&client, &keys, &c).await;
+    assert_eq!(client.requests_sent() - before, 1, "EVAL cached the script again");
+}
+
+#[tokio::test]
+async fn one_check_is_one_command_however_many_limits() {
+    let stack = Stack::start().await;
+    let client = stack.client();
+    let keys = Keys::default();
+    let tier = [
+        limit("tier-hour", Algorithm::SlidingWindow, 100, HOUR),
+        limit("tier-day", Algorithm::FixedWindow, 1_000, 24 * HOUR),
+    ];
+    let route = [limit("route-chat", Algorithm::Gcra, 20, 60_000)];
+    let c = check("cost", &tier, &route, 1, Mode::Consume);
+    run(&client, &keys, &c).await;
+    stack.reset_stats().await;
+    for _ in 0..5 {
+        run(&client, &keys, &c).await;
+    }
+    let stats = stack.stats().await;
+    assert_eq!(stats.commands, 5, "{:?}", stats.raw);
+    assert_eq!(stats.http_requests, 5, "{:?}", stats.raw);
+    assert_eq!(stats.command("EVALSHA"), 5, "{:?}", stats.raw);
+}
+
+#[tokio::test]
+async fn the_check_rides_in_one_pipeline_with_the_cache_read() {
+    let stack = Stack::start().await;
+    let client = stack.client();
+    let keys = Keys::default();
+    let tier = [limit("tier-basic", Algorithm::TokenBucket, 10, HOUR)];
+    let call = check("piped", &tier, &[], 1, Mode::Consume).command(&keys).expect("valid");
+    let entries = vec![
+        Entry::script(check_script(), &call.keys, &call.args),
+        Entry::from(tollgate::redis::Command::get("factory:cache:v1:{c:config}:e:nothing")),
+    ];
+    let results = client.pipeline_with_scripts(entries).await.expect("pipeline");
+    assert_eq!(results.len(), 2);
+    let decision = parse_reply(results[0].as_ref().expect("script result")).expect("decision");
+    assert_eq!(decision.snapshot().limits[0].remaining, 9);
+    assert_eq!(results[1], Ok(Reply::Nil));
+}
