@@ -1,0 +1,401 @@
+//! Fakes for the cache's tests: a current-thread executor whose timers run on a fake clock, an
+//! in-memory Redis behind the REST protocol, and an origin that counts its calls.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeSet, HashMap};
+use std::future::Future;
+use std::pin::{pin, Pin};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use serde_json::Value;
+
+use crate::clock::{Clock, FakeClock};
+use crate::redis::decode::encode_entry;
+use crate::redis::{HttpReply, RedisError, Reply, Transport};
+
+use super::aside::Sleeper;
+use super::origin::{Origin, OriginError, OriginRequest, OriginResponse};
+
+struct Flag(AtomicBool);
+
+impl Wake for Flag {
+    fn wake(self: Arc<Self>) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// Runs `fut` on this thread; panics if it stalls with nothing to wake it.
+pub fn block_on<F: Future>(fut: F) -> F::Output {
+    run_with_timer(None, fut)
+}
+
+/// Runs `fut` on this thread; when every task waits, moves `timer`'s clock to the next deadline
+/// (like a paused runtime), so nothing really sleeps and time is deterministic.
+pub fn run_with_timer<F: Future>(timer: Option<&FakeTimer>, fut: F) -> F::Output {
+    let mut fut = pin!(fut);
+    let flag = Arc::new(Flag(AtomicBool::new(false)));
+    let waker = Waker::from(Arc::clone(&flag));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+            return v;
+        }
+        if flag.0.swap(false, Ordering::SeqCst) {
+            continue;
+        }
+        match timer {
+            Some(t) if t.advance_to_next() => {}
+            _ => panic!("the future stalled with nothing left to wake it"),
+        }
+    }
+}
+
+/// Returns `Pending` once (waking itself), so other futures get polled in between.
+pub fn yield_now() -> impl Future<Output = ()> {
+    struct YieldNow(bool);
+    impl Future for YieldNow {
+        type Output = ();
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+            if self.0 {
+                return Poll::Ready(());
+            }
+            self.0 = true;
+            cx.waker().wake_by_ref();
+            Poll::Pending
+        }
+    }
+    YieldNow(false)
+}
+
+/// Timers on a [`FakeClock`], advanced by [`run_with_timer`] when everything waits.
+#[derive(Debug)]
+pub struct FakeTimer {
+    pub clock: Rc<FakeClock>,
+    waiting: RefCell<Vec<(u64, Waker)>>,
+    pub sleeps: Cell<u32>,
+}
+
+impl FakeTimer {
+    pub fn new(clock: Rc<FakeClock>) -> Self {
+        Self { clock, waiting: RefCell::new(Vec::new()), sleeps: Cell::new(0) }
+    }
+
+    /// Moves the clock to the earliest deadline and wakes what is due; false if nothing waits.
+    fn advance_to_next(&self) -> bool {
+        let mut waiting = self.waiting.borrow_mut();
+        let Some(next) = waiting.iter().map(|(d, _)| *d).min() else {
+            return false;
+        };
+        if next > self.clock.now_ms() {
+            self.clock.set(next);
+        }
+        let now = self.clock.now_ms();
+        let (due, rest): (Vec<_>, Vec<_>) = waiting.drain(..).partition(|(d, _)| *d <= now);
+        *waiting = rest;
+        drop(waiting);
+        for (_, w) in due {
+            w.wake();
+        }
+        true
+    }
+}
+
+impl Sleeper for FakeTimer {
+    async fn sleep(&self, ms: u32) {
+        self.sleeps.set(self.sleeps.get() + 1);
+        let deadline = self.clock.now_ms() + u64::from(ms);
+        std::future::poll_fn(|cx| {
+            if self.clock.now_ms() >= deadline {
+                Poll::Ready(())
+            } else {
+                self.waiting.borrow_mut().push((deadline, cx.waker().clone()));
+                Poll::Pending
+            }
+        })
+        .await;
+    }
+}
+
+/// What the fake origin does.
+#[derive(Debug, Clone)]
+pub enum Behaviour {
+    /// Answers this response after its latency.
+    Respond(OriginResponse),
+    /// Cannot be reached.
+    Down,
+}
+
+/// An origin that counts its calls and answers as told, after `latency_ms` on the fake timer.
+#[derive(Debug)]
+pub struct FakeOrigin {
+    timer: Rc<FakeTimer>,
+    pub calls: Cell<u32>,
+    pub behaviour: RefCell<Behaviour>,
+    pub latency_ms: Cell<u32>,
+    pub last_request: RefCell<Option<OriginRequest>>,
+}
+
+impl FakeOrigin {
+    pub fn new(timer: Rc<FakeTimer>, body: &str) -> Self {
+        Self {
+            timer,
+            calls: Cell::new(0),
+            behaviour: RefCell::new(Behaviour::Respond(ok(body))),
+            latency_ms: Cell::new(20),
+            last_request: RefCell::new(None),
+        }
+    }
+
+    pub fn set(&self, behaviour: Behaviour) {
+        *self.behaviour.borrow_mut() = behaviour;
+    }
+}
+
+/// A `200 application/json` response with `body`.
+pub fn ok(body: &str) -> OriginResponse {
+    OriginResponse {
+        status: 200,
+        headers: vec![("Content-Type".into(), "application/json".into()), ("Content-Language".into(), "en".into())],
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+impl Origin for FakeOrigin {
+    async fn fetch(&self, req: &OriginRequest) -> Result<OriginResponse, OriginError> {
+        self.calls.set(self.calls.get() + 1);
+        *self.last_request.borrow_mut() = Some(req.clone());
+        let behaviour = self.behaviour.borrow().clone();
+        match self.latency_ms.get() {
+            0 => yield_now().await,
+            ms => self.timer.sleep(ms).await,
+        }
+        match behaviour {
+            Behaviour::Respond(r) => Ok(r),
+            Behaviour::Down => Err(OriginError::Unreachable("connection refused".into())),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+enum Val {
+    Str(Vec<u8>),
+    Set(BTreeSet<Vec<u8>>),
+}
+
+/// A tiny in-memory Redis behind the REST protocol, with the cache's scripts built in.
+#[derive(Debug)]
+pub struct FakeRedis {
+    clock: Rc<FakeClock>,
+    data: RefCell<HashMap<String, (Val, Option<u64>)>>,
+    pub down: Cell<bool>,
+    pub log: RefCell<Vec<String>>,
+    pub published: RefCell<Vec<(String, String)>>,
+}
+
+impl FakeRedis {
+    pub fn new(clock: Rc<FakeClock>) -> Self {
+        Self {
+            clock,
+            data: RefCell::new(HashMap::new()),
+            down: Cell::new(false),
+            log: RefCell::new(Vec::new()),
+            published: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Commands received, by name, in order.
+    pub fn commands(&self) -> Vec<String> {
+        self.log.borrow().clone()
+    }
+
+    /// Runs one command directly (as another isolate would).
+    pub fn exec_strs(&self, args: &[&str]) -> Result<Reply, String> {
+        self.exec(args.iter().map(|a| a.as_bytes().to_vec()).collect())
+    }
+
+    /// The string under `key`, if live.
+    pub fn get(&self, key: &str) -> Option<Vec<u8>> {
+        match self.exec_strs(&["GET", key]) {
+            Ok(Reply::Bulk(b)) => Some(b),
+            _ => None,
+        }
+    }
+
+    /// Remaining life of `key`, ms (`-2` absent, `-1` no expiry).
+    pub fn pttl(&self, key: &str) -> i64 {
+        self.exec_strs(&["PTTL", key]).ok().and_then(|r| r.as_int()).unwrap_or(-3)
+    }
+
+    /// Every live key.
+    pub fn keys(&self) -> Vec<String> {
+        self.purge();
+        let mut keys: Vec<String> = self.data.borrow().keys().cloned().collect();
+        keys.sort();
+        keys
+    }
+
+    fn purge(&self) {
+        let now = self.clock.now_ms();
+        self.data.borrow_mut().retain(|_, (_, exp)| exp.is_none_or(|e| e > now));
+    }
+
+    fn exec(&self, args: Vec<Vec<u8>>) -> Result<Reply, String> {
+        self.purge();
+        let now = self.clock.now_ms();
+        let s = |i: usize| args.get(i).map(|a| String::from_utf8_lossy(a).into_owned()).unwrap_or_default();
+        let name = s(0).to_ascii_uppercase();
+        self.log.borrow_mut().push(name.clone());
+        let mut data = self.data.borrow_mut();
+        match name.as_str() {
+            "GET" => match data.get(&s(1)) {
+                Some((Val::Str(v), _)) => Ok(Reply::Bulk(v.clone())),
+                Some(_) => Err("WRONGTYPE".into()),
+                None => Ok(Reply::Nil),
+            },
+            "MGET" => Ok(Reply::Array(
+                (1..args.len())
+                    .map(|i| match data.get(&s(i)) {
+                        Some((Val::Str(v), _)) => Reply::Bulk(v.clone()),
+                        _ => Reply::Nil,
+                    })
+                    .collect(),
+            )),
+            "SET" => {
+                let (mut nx, mut px) = (false, None);
+                let mut i = 3;
+                while i < args.len() {
+                    match s(i).to_ascii_uppercase().as_str() {
+                        "NX" => nx = true,
+                        "PX" => {
+                            px = Some(s(i + 1).parse::<u64>().map_err(|_| "ERR px")?);
+                            i += 1;
+                        }
+                        other => return Err(format!("ERR syntax {other}")),
+                    }
+                    i += 1;
+                }
+                if px == Some(0) {
+                    return Err("ERR invalid expire time in 'set' command".into());
+                }
+                if nx && data.contains_key(&s(1)) {
+                    return Ok(Reply::Nil);
+                }
+                data.insert(s(1), (Val::Str(args[2].clone()), px.map(|p| now + p)));
+                Ok(Reply::Ok)
+            }
+            "DEL" => Ok(Reply::Int((1..args.len()).filter(|&i| data.remove(&s(i)).is_some()).count() as i64)),
+            "SADD" => {
+                let slot = data.entry(s(1)).or_insert_with(|| (Val::Set(BTreeSet::new()), None));
+                let Val::Set(set) = &mut slot.0 else {
+                    return Err("WRONGTYPE".into());
+                };
+                Ok(Reply::Int((2..args.len()).filter(|&i| set.insert(args[i].clone())).count() as i64))
+            }
+            "SMEMBERS" => match data.get(&s(1)) {
+                Some((Val::Set(set), _)) => Ok(Reply::Array(set.iter().map(|m| Reply::Bulk(m.clone())).collect())),
+                _ => Ok(Reply::Array(vec![])),
+            },
+            "PEXPIRE" => {
+                let ms: u64 = s(2).parse().map_err(|_| "ERR ms")?;
+                let Some(slot) = data.get_mut(&s(1)) else {
+                    return Ok(Reply::Int(0));
+                };
+                let new = now + ms;
+                let apply = match s(3).to_ascii_uppercase().as_str() {
+                    "" => true,
+                    "NX" => slot.1.is_none(),
+                    "GT" => slot.1.is_some_and(|cur| new > cur),
+                    other => return Err(format!("ERR flag {other}")),
+                };
+                if apply {
+                    slot.1 = Some(new);
+                }
+                Ok(Reply::Int(i64::from(apply)))
+            }
+            "PTTL" => Ok(Reply::Int(match data.get(&s(1)) {
+                None => -2,
+                Some((_, None)) => -1,
+                Some((_, Some(e))) => (*e - now) as i64,
+            })),
+            "PUBLISH" => {
+                self.published.borrow_mut().push((s(1), s(2)));
+                Ok(Reply::Int(0))
+            }
+            "EVALSHA" => {
+                drop(data);
+                self.script(&s(1), &args[3..])
+            }
+            other => Err(format!("ERR unknown command '{other}'")),
+        }
+    }
+
+    /// The cache's scripts, by SHA-1, in Rust.
+    fn script(&self, sha: &str, rest: &[Vec<u8>]) -> Result<Reply, String> {
+        let s = |i: usize| rest.get(i).map(|a| String::from_utf8_lossy(a).into_owned()).unwrap_or_default();
+        if sha == super::lock::release_script().sha1() {
+            if self.get(&s(0)).as_deref() == Some(s(1).as_bytes()) {
+                return self.exec_strs(&["DEL", &s(0)]);
+            }
+            return Ok(Reply::Int(0));
+        }
+        if sha == super::invalidate::tag_script().sha1() {
+            let members = match self.exec_strs(&["SMEMBERS", &s(0)])? {
+                Reply::Array(m) => m,
+                _ => vec![],
+            };
+            let mut deleted = 0;
+            for m in members {
+                let key = m.as_str().unwrap_or_default().to_owned();
+                if key.starts_with(&s(1)) {
+                    deleted += self.exec_strs(&["DEL", &key])?.as_int().unwrap_or(0);
+                }
+            }
+            self.exec_strs(&["DEL", &s(0)])?;
+            return Ok(Reply::Int(deleted));
+        }
+        if sha == super::invalidate::bump_script().sha1() {
+            let current: u64 = self.get(&s(0)).and_then(|v| String::from_utf8(v).ok()?.parse().ok()).unwrap_or(0);
+            let generation = (current + 1).max(self.clock.now_ms());
+            self.exec_strs(&["SET", &s(0), &generation.to_string(), "PX", &s(1)])?;
+            return Ok(Reply::Int(generation as i64));
+        }
+        Err("NOSCRIPT No matching script.".into())
+    }
+}
+
+fn args_of(cmd: &Value) -> Vec<Vec<u8>> {
+    cmd.as_array()
+        .map(|a| {
+            a.iter()
+                .map(|v| match v {
+                    Value::String(s) => s.as_bytes().to_vec(),
+                    other => other.to_string().into_bytes(),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+impl Transport for FakeRedis {
+    async fn post(&self, path: &str, body: String, _sync_token: Option<String>) -> Result<HttpReply, RedisError> {
+        yield_now().await;
+        if self.down.get() {
+            return Err(RedisError::Transport("connection refused".into()));
+        }
+        let json: Value = serde_json::from_str(&body).map_err(|e| RedisError::Malformed(e.to_string()))?;
+        let (status, out) = match path {
+            "/" => {
+                let result = self.exec(args_of(&json));
+                (if result.is_ok() { 200 } else { 400 }, encode_entry(&result))
+            }
+            _ => {
+                let cmds = json.as_array().cloned().unwrap_or_default();
+                (200, Value::Array(cmds.iter().map(|c| encode_entry(&self.exec(args_of(c)))).collect()))
+            }
+        };
+        Ok(HttpReply { status, body: out.to_string().into_bytes(), sync_token: None })
+    }
+}
