@@ -1,0 +1,171 @@
+//! What crosses to the origin and back: hop-by-hop headers dropped, Tollgate's own credentials
+//! stripped, and the caller's subject hash and tier added in headers the origin can trust
+//! (any `x-tollgate-*` header a client sent is removed first).
+
+/// Headers that describe one connection, never forwarded (RFC 9110 §7.6.1).
+const HOP_BY_HOP: [&str; 9] = [
+    "connection",
+    "keep-alive",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "proxy-connection",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+];
+
+/// Prefix of the headers Tollgate sets for the origin.
+pub const TRUSTED_PREFIX: &str = "x-tollgate-";
+
+/// The caller as the origin learns it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forwarded<'a> {
+    /// SHA-256 of the caller's subject.
+    pub subject_hash: &'a str,
+    /// The caller's tier.
+    pub tier: &'a str,
+    /// `api_key`, `jwt` or `anonymous`.
+    pub caller: &'a str,
+}
+
+fn connection_listed(headers: &[(String, String)]) -> Vec<String> {
+    headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case("connection"))
+        .flat_map(|(_, v)| v.split(',').map(|t| t.trim().to_ascii_lowercase()))
+        .filter(|t| !t.is_empty())
+        .collect()
+}
+
+fn is_hop_by_hop(name: &str, listed: &[String]) -> bool {
+    let lower = name.to_ascii_lowercase();
+    HOP_BY_HOP.contains(&lower.as_str()) || listed.contains(&lower)
+}
+
+/// Request headers for the origin: hop-by-hop, `host`, `content-length`, client-sent
+/// `x-tollgate-*` and Tollgate API keys removed; the caller's identity added.
+pub fn upstream_request_headers(headers: &[(String, String)], caller: Option<&Forwarded<'_>>) -> Vec<(String, String)> {
+    let listed = connection_listed(headers);
+    let mut out: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(n, v)| {
+            let lower = n.to_ascii_lowercase();
+            !(is_hop_by_hop(&lower, &listed)
+                || lower == "host"
+                || lower == "content-length"
+                || lower == "x-api-key"
+                || lower.starts_with(TRUSTED_PREFIX)
+                || (lower == "authorization" && is_tollgate_key_bearer(v)))
+        })
+        .cloned()
+        .collect();
+    if let Some(c) = caller {
+        out.push(("x-tollgate-subject".into(), c.subject_hash.to_owned()));
+        out.push(("x-tollgate-tier".into(), c.tier.to_owned()));
+        out.push(("x-tollgate-caller".into(), c.caller.to_owned()));
+    }
+    out
+}
+
+/// Headers kept on a fill of a shared cache entry: the answer is served to every caller, so it
+/// must not depend on (or reveal) the one whose miss caused it.
+const SHARED_FILL_HEADERS: [&str; 3] = ["accept", "content-type", "user-agent"];
+
+/// Request headers for the origin when filling a shared (global) cache entry: only neutral
+/// headers, no credentials, cookies or caller identity; `x-tollgate-caller: cache` says why.
+pub fn shared_fill_headers(headers: &[(String, String)]) -> Vec<(String, String)> {
+    let mut out: Vec<(String, String)> = headers
+        .iter()
+        .filter(|(n, _)| SHARED_FILL_HEADERS.iter().any(|k| n.eq_ignore_ascii_case(k)))
+        .cloned()
+        .collect();
+    out.push(("x-tollgate-caller".into(), "cache".into()));
+    out
+}
+
+/// Whether an `Authorization` value carries a Tollgate API key (not for the origin to see).
+fn is_tollgate_key_bearer(value: &str) -> bool {
+    value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).is_some_and(|t| t.trim().starts_with("tg_"))
+}
+
+/// Response headers passed back to the caller: hop-by-hop headers removed, and, when the body
+/// was read and re-sent, the length and encoding that described the original bytes.
+pub fn downstream_response_headers(headers: &[(String, String)], body_reencoded: bool) -> Vec<(String, String)> {
+    let listed = connection_listed(headers);
+    headers
+        .iter()
+        .filter(|(n, _)| {
+            let lower = n.to_ascii_lowercase();
+            !(is_hop_by_hop(&lower, &listed)
+                || (body_reencoded && (lower == "content-length" || lower == "content-encoding")))
+        })
+        .cloned()
+        .collect()
+}
+
+/// The origin URL of a request: `origin` + `path` + `?query`.
+pub fn upstream_url(origin: &str, path: &str, query: &str) -> String {
+    if query.is_empty() {
+        format!("{origin}{path}")
+    } else {
+        format!("{origin}{path}?{query}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_listed_headers_are_not_forwarded() {
+        let out = upstream_request_headers(
+            &h(&[("connection", "keep-alive, x-secret"), ("x-secret", "1"), ("te", "trailers"), ("accept", "*/*")]),
+            None,
+        );
+        assert_eq!(out, h(&[("accept", "*/*")]));
+    }
+
+    #[test]
+    fn client_sent_tollgate_headers_are_replaced_by_the_real_caller() {
+        let caller = Forwarded { subject_hash: "abc", tier: "PRO", caller: "jwt" };
+        let out = upstream_request_headers(
+            &h(&[("x-tollgate-tier", "PRO"), ("x-tollgate-subject", "forged")]),
+            Some(&caller),
+        );
+        assert_eq!(out, h(&[("x-tollgate-subject", "abc"), ("x-tollgate-tier", "PRO"), ("x-tollgate-caller", "jwt")]));
+    }
+
+    #[test]
+    fn tollgate_api_keys_stay_at_the_edge_but_jwts_reach_the_origin() {
+        let out =
+            upstream_request_headers(&h(&[("authorization", "Bearer tg_abc_def"), ("x-api-key", "tg_x_y")]), None);
+        assert!(out.is_empty());
+        let out = upstream_request_headers(&h(&[("authorization", "Bearer a.b.c")]), None);
+        assert_eq!(out, h(&[("authorization", "Bearer a.b.c")]));
+    }
+
+    #[test]
+    fn shared_fills_carry_no_caller_identity_or_credentials() {
+        let out = shared_fill_headers(&h(&[
+            ("authorization", "Bearer a.b.c"),
+            ("cookie", "sid=1"),
+            ("accept", "application/json"),
+            ("x-tollgate-subject", "abc"),
+        ]));
+        assert_eq!(out, h(&[("accept", "application/json"), ("x-tollgate-caller", "cache")]));
+    }
+
+    #[test]
+    fn reencoded_bodies_drop_length_and_encoding() {
+        let out = downstream_response_headers(
+            &h(&[("content-length", "5"), ("content-encoding", "gzip"), ("etag", "\"x\"")]),
+            true,
+        );
+        assert_eq!(out, h(&[("etag", "\"x\"")]));
+    }
+}

@@ -1,0 +1,339 @@
+//! The wasm32 glue: `#[event]` handlers that turn `worker` types into the gate's plain values and
+//! back, the origin over `fetch`, timers, and the streaming proxy. Nothing here decides anything.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use futures::future::{select, Either};
+use wasm_bindgen::{JsCast, JsValue};
+use worker::{event, Context, Delay, Env, Request, Response, ScheduleContext, ScheduledEvent};
+
+use crate::cache::{Origin, OriginError, OriginRequest, OriginResponse, Sleeper};
+use crate::clock::{Clock, SystemClock, SystemRandom};
+use crate::edge::config::Config;
+use crate::edge::gate::{Gate, Outcome, ProxyPlan};
+use crate::edge::http::{EdgeRequest, EdgeResponse};
+use crate::edge::problem::Problem;
+use crate::edge::proxy;
+use crate::redis::ReqwestTransport;
+
+/// The variables the Worker reads; their values together key the isolate's gate.
+const VARS: [&str; 7] = [
+    "UPSTASH_REDIS_REST_URL",
+    "UPSTASH_REDIS_REST_TOKEN",
+    "REDIS_ENABLED",
+    "ORIGIN_URL",
+    "TOLLGATE_ADMIN_TOKEN",
+    "TOLLGATE_JWT_SECRET",
+    "TOLLGATE_POLICY",
+];
+
+type WorkerGate = Gate<ReqwestTransport, FetchOrigin, WorkerSleeper>;
+
+thread_local! {
+    /// The isolate's gate, rebuilt only when the environment changes.
+    static GATE: RefCell<Option<(String, Rc<WorkerGate>)>> = const { RefCell::new(None) };
+}
+
+/// A variable's text; a JSON object (a TOML table under `[vars]`) arrives as its JSON text.
+fn env_text(env: &Env, name: &str) -> Option<String> {
+    let value = js_sys::Reflect::get(env.as_ref(), &JsValue::from_str(name)).ok()?;
+    if value.is_undefined() || value.is_null() {
+        return None;
+    }
+    if let Some(s) = value.as_string() {
+        return Some(s);
+    }
+    js_sys::JSON::stringify(&value).ok().and_then(|s| s.as_string())
+}
+
+/// The isolate's gate for this environment, or the configuration error to answer with.
+fn gate_for(env: &Env) -> Result<Rc<WorkerGate>, String> {
+    let values: Vec<Option<String>> = VARS.iter().map(|n| env_text(env, n)).collect();
+    let fingerprint = format!("{values:?}");
+    if let Some(g) = GATE.with(|g| g.borrow().as_ref().filter(|(f, _)| *f == fingerprint).map(|(_, g)| g.clone())) {
+        return Ok(g);
+    }
+    let config = Config::from_env(|name| VARS.iter().position(|n| *n == name).and_then(|i| values[i].clone()))
+        .map_err(|e| e.to_string())?;
+    let origin = FetchOrigin {
+        base: config.origin_url.clone().unwrap_or_default(),
+        timeout_ms: config.policy.cache.origin_timeout_ms.get(),
+    };
+    let transport = match &config.redis {
+        Some(r) => Some(
+            ReqwestTransport::new(&r.url, &r.token, config.policy.redis.timeout_ms.get())
+                .map_err(|e| format!("UPSTASH_REDIS_REST_URL: {e}"))?,
+        ),
+        None => None,
+    };
+    let gate =
+        Rc::new(Gate::new(config, transport, origin, WorkerSleeper, Rc::new(SystemClock), Rc::new(SystemRandom)));
+    GATE.with(|g| *g.borrow_mut() = Some((fingerprint, gate.clone())));
+    Ok(gate)
+}
+
+#[event(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
+
+#[event(fetch)]
+async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+    let gate = match gate_for(&env) {
+        Ok(g) => g,
+        Err(message) => return to_worker(Problem::invalid_config(message).to_response()),
+    };
+    let method = req.method().to_string();
+    let url = req.url()?;
+    let path = url.path().to_owned();
+    let body = if gate.needs_body(&method, &path) { req.bytes().await.unwrap_or_default() } else { Vec::new() };
+    let mut headers = Vec::new();
+    for (name, value) in req.headers().entries() {
+        headers.push((name.to_ascii_lowercase(), value));
+    }
+    let edge_req = EdgeRequest { method, path, query: url.query().unwrap_or("").to_owned(), headers, body };
+
+    let handled = gate.handle(edge_req).await;
+    for task in handled.background {
+        ctx.wait_until(task);
+    }
+    match handled.outcome {
+        Outcome::Respond(resp) => to_worker(resp),
+        Outcome::Proxy(plan) => stream_proxy(&req, plan, &ctx).await,
+    }
+}
+
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, ctx: ScheduleContext) {
+    if let Ok(gate) = gate_for(&env) {
+        ctx.wait_until(async move { gate.warm_all().await });
+    }
+}
+
+/// Converts a plain response into a `worker` one.
+fn to_worker(resp: EdgeResponse) -> worker::Result<Response> {
+    let headers = worker::Headers::new();
+    for (name, value) in &resp.headers {
+        headers.append(name, value)?;
+    }
+    let body =
+        if resp.body.is_empty() && matches!(resp.status, 101 | 204 | 205 | 304) { None } else { Some(resp.body) };
+    let out = match body {
+        Some(b) => Response::from_bytes(b)?,
+        None => Response::empty()?,
+    };
+    Ok(out.with_status(resp.status).with_headers(headers))
+}
+
+/// Sends the request on to the origin with the body streamed through, and streams the answer
+/// back with Tollgate's headers added.
+async fn stream_proxy(req: &Request, plan: ProxyPlan, ctx: &Context) -> worker::Result<Response> {
+    let started = SystemClock.now_ms();
+    let init = web_sys::RequestInit::new();
+    init.set_method(&plan.method);
+    init.set_redirect(web_sys::RequestRedirect::Manual);
+    let headers = web_sys::Headers::new().map_err(worker::Error::from)?;
+    for (name, value) in &plan.request_headers {
+        headers.append(name, value).map_err(worker::Error::from)?;
+    }
+    init.set_headers(&headers);
+    if !matches!(plan.method.as_str(), "GET" | "HEAD") {
+        match &plan.body {
+            Some(bytes) => init.set_body(&js_sys::Uint8Array::from(bytes.as_slice()).into()),
+            None => {
+                if let Some(stream) = req.inner().body() {
+                    init.set_body(&stream.into());
+                }
+            }
+        }
+    }
+    let upstream = match web_sys::Request::new_with_str_and_init(&plan.url, &init) {
+        Ok(r) => r,
+        Err(_) => return to_worker(Problem::origin_unreachable("the origin URL could not be built").to_response()),
+    };
+    let promise = js_sys::global().unchecked_into::<web_sys::WorkerGlobalScope>().fetch_with_request(&upstream);
+    let answer = wasm_bindgen_futures::JsFuture::from(promise).await;
+    let origin_ms = SystemClock.now_ms().saturating_sub(started);
+    let resp: web_sys::Response = match answer.and_then(|v| v.dyn_into()) {
+        Ok(r) => r,
+        Err(e) => {
+            let detail = e.as_string().unwrap_or_else(|| "the origin could not be reached".to_owned());
+            let mut problem = Problem::origin_unreachable(detail).to_response();
+            plan.decorate(&mut problem, origin_ms);
+            return to_worker(problem);
+        }
+    };
+
+    let status = resp.status();
+    let mut upstream_headers = Vec::new();
+    if let Ok(Some(iter)) = js_sys::try_iter(&resp.headers()) {
+        for entry in iter.flatten() {
+            let pair = js_sys::Array::from(&entry);
+            if let (Some(n), Some(v)) = (pair.get(0).as_string(), pair.get(1).as_string()) {
+                upstream_headers.push((n, v));
+            }
+        }
+    }
+    let mut shell = EdgeResponse {
+        status,
+        headers: proxy::downstream_response_headers(&upstream_headers, false),
+        body: Vec::new(),
+    };
+    plan.decorate(&mut shell, origin_ms);
+    if let Some(task) = plan.after_response(status) {
+        ctx.wait_until(task);
+    }
+
+    let out_headers = web_sys::Headers::new().map_err(worker::Error::from)?;
+    for (name, value) in &shell.headers {
+        out_headers.append(name, value).map_err(worker::Error::from)?;
+    }
+    let resp_init = web_sys::ResponseInit::new();
+    resp_init.set_status(status);
+    resp_init.set_status_text(&resp.status_text());
+    resp_init.set_headers(&out_headers);
+    let body = resp.body();
+    let rebuilt = web_sys::Response::new_with_opt_readable_stream_and_init(body.as_ref(), &resp_init)
+        .map_err(worker::Error::from)?;
+    Ok(Response::from(rebuilt))
+}
+
+/// Timers on the Workers runtime.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerSleeper;
+
+impl Sleeper for WorkerSleeper {
+    async fn sleep(&self, ms: u32) {
+        Delay::from(Duration::from_millis(u64::from(ms))).await;
+    }
+}
+
+/// The origin over the Workers `fetch`, with a timeout; answers are read whole (cache fills).
+#[derive(Debug, Clone)]
+pub struct FetchOrigin {
+    base: String,
+    timeout_ms: u32,
+}
+
+impl Origin for FetchOrigin {
+    async fn fetch(&self, req: &OriginRequest) -> Result<OriginResponse, OriginError> {
+        if self.base.is_empty() {
+            return Err(OriginError::Unreachable("ORIGIN_URL is not set".to_owned()));
+        }
+        let init = web_sys::RequestInit::new();
+        init.set_method(&req.method);
+        init.set_redirect(web_sys::RequestRedirect::Manual);
+        let headers = web_sys::Headers::new().map_err(|_| OriginError::Unreachable("headers".into()))?;
+        for (name, value) in &req.headers {
+            let _ = headers.append(name, value);
+        }
+        init.set_headers(&headers);
+        if !req.body.is_empty() && !matches!(req.method.as_str(), "GET" | "HEAD") {
+            init.set_body(&js_sys::Uint8Array::from(req.body.as_slice()).into());
+        }
+        let controller = web_sys::AbortController::new().ok();
+        if let Some(c) = &controller {
+            init.set_signal(Some(&c.signal()));
+        }
+        let url = format!("{}{}", self.base, req.path_and_query);
+        let request = web_sys::Request::new_with_str_and_init(&url, &init)
+            .map_err(|_| OriginError::Unreachable(format!("invalid origin URL {url}")))?;
+        let promise = js_sys::global().unchecked_into::<web_sys::WorkerGlobalScope>().fetch_with_request(&request);
+        let work = async {
+            let value = wasm_bindgen_futures::JsFuture::from(promise)
+                .await
+                .map_err(|e| OriginError::Unreachable(e.as_string().unwrap_or_else(|| "fetch failed".into())))?;
+            let resp: web_sys::Response =
+                value.dyn_into().map_err(|_| OriginError::Unreachable("not a response".into()))?;
+            let mut headers = Vec::new();
+            if let Ok(Some(iter)) = js_sys::try_iter(&resp.headers()) {
+                for entry in iter.flatten() {
+                    let pair = js_sys::Array::from(&entry);
+                    if let (Some(n), Some(v)) = (pair.get(0).as_string(), pair.get(1).as_string()) {
+                        headers.push((n, v));
+                    }
+                }
+            }
+            let buffer = resp.array_buffer().map_err(|_| OriginError::Unreachable("unreadable body".into()))?;
+            let buffer = wasm_bindgen_futures::JsFuture::from(buffer)
+                .await
+                .map_err(|_| OriginError::Unreachable("the origin closed the connection mid-body".into()))?;
+            let body = js_sys::Uint8Array::new(&buffer).to_vec();
+            Ok(OriginResponse { status: resp.status(), headers, body })
+        };
+        let timer = Delay::from(Duration::from_millis(u64::from(self.timeout_ms)));
+        futures::pin_mut!(work);
+        match select(work, timer).await {
+            Either::Left((result, _)) => result,
+            Either::Right(((), _)) => {
+                if let Some(c) = controller {
+                    c.abort();
+                }
+                Err(OriginError::Timeout)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use wasm_bindgen::JsCast;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, JsValue)]) -> Env {
+        let obj = js_sys::Object::new();
+        for (k, v) in pairs {
+            let _ = js_sys::Reflect::set(&obj, &JsValue::from_str(k), v);
+        }
+        obj.unchecked_into()
+    }
+
+    #[wasm_bindgen_test]
+    fn env_text_reads_strings_and_serialises_objects() {
+        let policy = js_sys::JSON::parse(r#"{"tiers":{"PRO":{"limits":[]}}}"#).unwrap();
+        let e = env(&[("A", JsValue::from_str("plain")), ("TOLLGATE_POLICY", policy), ("N", JsValue::NULL)]);
+        assert_eq!(env_text(&e, "A").as_deref(), Some("plain"));
+        assert_eq!(env_text(&e, "TOLLGATE_POLICY").as_deref(), Some(r#"{"tiers":{"PRO":{"limits":[]}}}"#));
+        assert_eq!(env_text(&e, "N"), None);
+        assert_eq!(env_text(&e, "MISSING"), None);
+    }
+
+    #[wasm_bindgen_test]
+    fn an_invalid_policy_in_the_environment_is_an_error_naming_the_field() {
+        let bad = js_sys::JSON::parse(r#"{"cache_classes":{"SESSION":{"ttl":"0s"}}}"#).unwrap();
+        let e = env(&[("TOLLGATE_POLICY", bad)]);
+        let err = gate_for(&e).err().unwrap_or_default();
+        assert!(err.contains("cache_classes.SESSION.ttl"), "{err}");
+    }
+
+    #[wasm_bindgen_test]
+    fn a_valid_environment_builds_one_gate_per_isolate() {
+        let e = env(&[("ORIGIN_URL", JsValue::from_str("http://127.0.0.1:9"))]);
+        let a = gate_for(&e).map_err(|e| e.to_string()).unwrap();
+        let b = gate_for(&e).map_err(|e| e.to_string()).unwrap();
+        assert!(Rc::ptr_eq(&a, &b), "the gate is reused while the environment is unchanged");
+        let other = env(&[("ORIGIN_URL", JsValue::from_str("http://127.0.0.1:10"))]);
+        let c = gate_for(&other).map_err(|e| e.to_string()).unwrap();
+        assert!(!Rc::ptr_eq(&a, &c), "a changed environment rebuilds it");
+    }
+
+    #[wasm_bindgen_test]
+    async fn plain_responses_become_worker_responses() {
+        let resp = EdgeResponse::new(429)
+            .with_header("content-type", "application/problem+json")
+            .with_header("vary", "Origin")
+            .with_header("vary", "Accept")
+            .with_body(b"{}".to_vec());
+        let mut out = to_worker(resp).unwrap();
+        assert_eq!(out.status_code(), 429);
+        assert_eq!(out.headers().get("content-type").unwrap().as_deref(), Some("application/problem+json"));
+        assert_eq!(out.headers().get("vary").unwrap().as_deref(), Some("Origin, Accept"));
+        assert_eq!(out.text().await.unwrap(), "{}");
+        let empty = to_worker(EdgeResponse::new(304)).unwrap();
+        assert_eq!(empty.status_code(), 304);
+    }
+}
