@@ -16,7 +16,7 @@ use crate::edge::gate::{Gate, Outcome, ProxyPlan};
 use crate::edge::http::{EdgeRequest, EdgeResponse};
 use crate::edge::problem::Problem;
 use crate::edge::proxy;
-use crate::redis::ReqwestTransport;
+use crate::redis::{ReqwestTransport, COLD_TIMEOUT_MS};
 
 /// The variables the Worker reads; their values together key the isolate's gate.
 const VARS: [&str; 7] = [
@@ -64,7 +64,8 @@ fn gate_for(env: &Env) -> Result<Rc<WorkerGate>, String> {
     let transport = match &config.redis {
         Some(r) => Some(
             ReqwestTransport::new(&r.url, &r.token, config.policy.redis.timeout_ms.get())
-                .map_err(|e| format!("UPSTASH_REDIS_REST_URL: {e}"))?,
+                .map_err(|e| format!("UPSTASH_REDIS_REST_URL: {e}"))?
+                .with_first_request_budget(COLD_TIMEOUT_MS),
         ),
         None => None,
     };

@@ -41,4 +41,4 @@ pub use command::{Arg, Command};
 pub use error::{RedisError, RedisErrorKind};
 pub use reply::Reply;
 pub use script::Script;
-pub use transport::{HttpReply, ReqwestTransport, Transport};
+pub use transport::{HttpReply, ReqwestTransport, Transport, COLD_TIMEOUT_MS};

@@ -1,5 +1,6 @@
 //! The one outside dependency of the client: POSTing a JSON body to the REST server, with a deadline.
 
+use std::cell::Cell;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -56,7 +57,15 @@ pub struct ReqwestTransport {
     base_url: String,
     authorization: HeaderValue,
     timeout_ms: u32,
+    /// Budget until a first request has completed (connection set-up), ms.
+    first_budget_ms: u32,
+    /// Whether a request has completed yet.
+    warm: Rc<Cell<bool>>,
 }
+
+/// A first-request budget that suits a Worker: DNS, TCP and TLS to a REST endpoint take tens to
+/// hundreds of ms once per isolate, and a cold isolate should not open the breaker over them.
+pub const COLD_TIMEOUT_MS: u32 = 1000;
 
 impl ReqwestTransport {
     /// A transport to the REST server at `base_url` (`http://` or `https://`), authenticating with
@@ -73,12 +82,34 @@ impl ReqwestTransport {
         let http = reqwest::Client::builder()
             .build()
             .map_err(|e| RedisError::Transport(format!("cannot build HTTP client: {}", error_chain(&e))))?;
-        Ok(Self { http, base_url: trimmed.to_owned(), authorization, timeout_ms: timeout_ms.clamp(1, MAX_TIMEOUT_MS) })
+        Ok(Self {
+            http,
+            base_url: trimmed.to_owned(),
+            authorization,
+            timeout_ms: timeout_ms.clamp(1, MAX_TIMEOUT_MS),
+            first_budget_ms: 0,
+            warm: Rc::new(Cell::new(false)),
+        })
     }
 
-    /// The per-request time budget in milliseconds.
+    /// The per-request time budget in milliseconds (once warm; see [`COLD_TIMEOUT_MS`]).
     pub fn timeout_ms(&self) -> u32 {
         self.timeout_ms
+    }
+
+    /// Gives requests up to `ms` until one has completed (when that exceeds the timeout).
+    pub fn with_first_request_budget(mut self, ms: u32) -> Self {
+        self.first_budget_ms = ms.min(MAX_TIMEOUT_MS);
+        self
+    }
+
+    /// The budget of the next request.
+    fn budget_ms(&self) -> u32 {
+        if self.warm.get() {
+            self.timeout_ms
+        } else {
+            self.timeout_ms.max(self.first_budget_ms)
+        }
     }
 
     /// The base URL without a trailing slash.
@@ -86,9 +117,9 @@ impl ReqwestTransport {
         &self.base_url
     }
 
-    fn classify(&self, e: &reqwest::Error) -> RedisError {
+    fn classify(&self, e: &reqwest::Error, budget_ms: u32) -> RedisError {
         if is_timeout(e) {
-            RedisError::Timeout(self.timeout_ms)
+            RedisError::Timeout(budget_ms)
         } else {
             RedisError::Transport(error_chain(e))
         }
@@ -98,24 +129,26 @@ impl ReqwestTransport {
 impl Transport for ReqwestTransport {
     async fn post(&self, path: &str, body: String, sync_token: Option<String>) -> Result<HttpReply, RedisError> {
         let url = format!("{}{}", self.base_url, path);
+        let budget_ms = self.budget_ms();
         let mut request = self
             .http
             .post(url)
             .header(AUTHORIZATION, self.authorization.clone())
             .header(CONTENT_TYPE, "application/json")
             .header(ENCODING_HEADER, "base64")
-            .timeout(Duration::from_millis(u64::from(self.timeout_ms)))
+            .timeout(Duration::from_millis(u64::from(budget_ms)))
             .body(body);
         // A token the server sent is a valid header value; anything else is dropped, not sent.
         if let Some(value) = sync_token.and_then(|t| HeaderValue::from_str(&t).ok()) {
             request = request.header(SYNC_TOKEN_HEADER, value);
         }
-        let response = request.send().await.map_err(|e| self.classify(&e))?;
+        let response = request.send().await.map_err(|e| self.classify(&e, budget_ms))?;
         let status = response.status().as_u16();
         let sync_token = response.headers().get(SYNC_TOKEN_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         // The deadline covers the body too: natively `timeout` is total, on wasm32 the abort
         // signal stays armed while the response is alive.
-        let body = response.bytes().await.map_err(|e| self.classify(&e))?.to_vec();
+        let body = response.bytes().await.map_err(|e| self.classify(&e, budget_ms))?.to_vec();
+        self.warm.set(true);
         Ok(HttpReply { status, body, sync_token })
     }
 }
@@ -278,5 +311,31 @@ mod tests {
         let transport = ReqwestTransport::new(&url, "t", 50).unwrap();
         assert_eq!(transport.post("/", "[\"PING\"]".to_owned(), None).await, Err(RedisError::Timeout(50)));
         holder.abort();
+    }
+
+    #[tokio::test]
+    async fn the_first_request_may_take_the_connection_budget_later_ones_the_timeout() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        // Answers every request after 150 ms, beyond the 50 ms timeout.
+        let server = tokio::spawn(async move {
+            loop {
+                let (mut socket, _) = listener.accept().await.unwrap();
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 4096];
+                    let _ = socket.read(&mut buf).await;
+                    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+                    let answer =
+                        "HTTP/1.1 200 OK\r\nContent-Length: 15\r\nConnection: close\r\n\r\n{\"result\":\"OK\"}";
+                    let _ = socket.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        let transport = ReqwestTransport::new(&url, "t", 50).unwrap().with_first_request_budget(1_000);
+        let first = transport.post("/", "[\"PING\"]".to_owned(), None).await;
+        assert_eq!(first.map(|r| r.status), Ok(200), "the cold request had the connection budget");
+        let second = transport.post("/", "[\"PING\"]".to_owned(), None).await;
+        assert_eq!(second, Err(RedisError::Timeout(50)), "warm requests keep the tight budget");
+        server.abort();
     }
 }
