@@ -449,9 +449,7 @@ impl<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static> CacheAsi
         match self.deps.redis.command(acquire).await {
             Err(_) => self.bypass(request).await,
             Ok(reply) if lock_acquired(&reply) => {
-                let result = self.fetch_and_store(target, request, generation).await;
-                self.release(&lock, &token).await;
-                result
+                self.fetch_and_store(target, request, generation, Some(Held { key: &lock, token: &token })).await
             }
             Ok(_) => self.wait_for_fill(target, request, generation).await,
         }
@@ -472,7 +470,7 @@ impl<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static> CacheAsi
                 return Ok(Filled::Waited(entry));
             }
         }
-        self.fetch_and_store(target, request, generation).await
+        self.fetch_and_store(target, request, generation, None).await
     }
 
     async fn bypass(&self, request: &OriginRequest) -> FillResult {
@@ -480,17 +478,36 @@ impl<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static> CacheAsi
         Ok(Filled::Bypassed(Rc::new(response)))
     }
 
-    async fn fetch_and_store(&self, target: &CacheTarget, request: &OriginRequest, generation: u64) -> FillResult {
-        let (response, fetch_ms) = self.fetch_origin(request).await?;
+    /// Fetches and stores; a held lock is released with the write, or separately when nothing is
+    /// written.
+    async fn fetch_and_store(
+        &self,
+        target: &CacheTarget,
+        request: &OriginRequest,
+        generation: u64,
+        lock: Option<Held<'_>>,
+    ) -> FillResult {
+        let fetched = self.fetch_origin(request).await;
         let now = self.deps.clock.now_ms();
-        match self.build_entry(target, &response, generation, fetch_ms, now) {
-            Err(_) => Ok(Filled::Uncached(Rc::new(response))),
-            Ok(entry) => {
+        let built = fetched.map(|(response, fetch_ms)| {
+            let entry = self.build_entry(target, &response, generation, fetch_ms, now);
+            (response, entry)
+        });
+        match built {
+            Ok((_, Ok(entry))) => {
                 let entry = Rc::new(entry);
                 // A failed write only costs a later miss; the response is served either way.
-                let _ = self.store(target, &entry).await;
+                let _ = self.store(target, &entry, lock).await;
                 self.remember(target, &entry, now);
                 Ok(Filled::Stored(entry))
+            }
+            Ok((response, Err(_))) => {
+                self.release_held(lock).await;
+                Ok(Filled::Uncached(Rc::new(response)))
+            }
+            Err(e) => {
+                self.release_held(lock).await;
+                Err(e)
             }
         }
     }
@@ -512,13 +529,14 @@ impl<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static> CacheAsi
                 match self.build_entry(target, &response, generation, fetch_ms, now) {
                     Ok(entry) => {
                         let entry = Rc::new(entry);
-                        match self.store(target, &entry).await {
+                        let stored = self.store(target, &entry, Some(Held { key: &lock, token: &token })).await;
+                        return match stored {
                             Ok(()) => {
                                 self.remember(target, &entry, now);
                                 RefreshOutcome::Refreshed
                             }
                             Err(e) => RefreshOutcome::RedisFailed(e),
-                        }
+                        };
                     }
                     Err(reason) => {
                         self.state.layer.borrow_mut().remove(&entry_key);
@@ -594,7 +612,7 @@ impl<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static> CacheAsi
 
     /// `SET entry value PX expiry`, and per tag `SADD` + `PEXPIRE … NX` + `PEXPIRE … GT` (the tag
     /// set lives as long as its longest-lived member), in one pipeline.
-    async fn store(&self, target: &CacheTarget, entry: &Entry) -> Result<(), RedisError> {
+    async fn store(&self, target: &CacheTarget, entry: &Entry, lock: Option<Held<'_>>) -> Result<(), RedisError> {
         let entry_key = target.entry_key(&self.deps.keys);
         let px = entry.stale_until_ms.saturating_sub(entry.stored_ms).max(1);
         let mut cmds =
@@ -605,11 +623,24 @@ impl<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static> CacheAsi
             cmds.push(Command::new("PEXPIRE").arg(tag_key.as_str()).arg(px).arg("NX"));
             cmds.push(Command::new("PEXPIRE").arg(tag_key).arg(px).arg("GT"));
         }
-        let results = self.deps.redis.pipeline(cmds).await?;
+        let mut batch: Vec<crate::redis::Entry<'_>> = cmds.into_iter().map(crate::redis::Entry::Command).collect();
+        // The fill lock goes back in the same round trip as the write.
+        if let Some(held) = lock {
+            let (keys, args) = release_args(held.key, held.token);
+            batch.push(crate::redis::Entry::script(release_script(), &keys, &args));
+        }
+        let results = self.deps.redis.pipeline_with_scripts(batch).await?;
         match results.into_iter().next() {
             Some(Ok(_)) => Ok(()),
             Some(Err(e)) => Err(e),
             None => Err(RedisError::Malformed("empty pipeline answer".to_owned())),
+        }
+    }
+
+    /// Gives a held lock back, if there is one.
+    async fn release_held(&self, lock: Option<Held<'_>>) {
+        if let Some(held) = lock {
+            self.release(held.key, held.token).await;
         }
     }
 
@@ -622,6 +653,13 @@ impl<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static> CacheAsi
     fn remember(&self, target: &CacheTarget, entry: &Rc<Entry>, now: u64) {
         self.state.layer.borrow_mut().put(target.entry_key(&self.deps.keys), Rc::clone(entry), now);
     }
+}
+
+/// A fill lock this isolate holds: its key and the token that proves ownership.
+#[derive(Debug, Clone, Copy)]
+struct Held<'a> {
+    key: &'a str,
+    token: &'a str,
 }
 
 /// Marks a refresh as running in this isolate until it ends or is dropped.
