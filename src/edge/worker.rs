@@ -34,6 +34,9 @@ type WorkerGate = Gate<ReqwestTransport, FetchOrigin, WorkerSleeper>;
 thread_local! {
     /// The isolate's gate, rebuilt only when the environment changes.
     static GATE: RefCell<Option<(String, Rc<WorkerGate>)>> = const { RefCell::new(None) };
+    /// The `env` object the gate was last handed out for: the runtime passes the same object to
+    /// every request of an isolate, so most requests skip reading the variables at all.
+    static LAST_ENV: RefCell<Option<(JsValue, Rc<WorkerGate>)>> = const { RefCell::new(None) };
 }
 
 /// A variable's text; a JSON object (a TOML table under `[vars]`) arrives as its JSON text.
@@ -50,6 +53,20 @@ fn env_text(env: &Env, name: &str) -> Option<String> {
 
 /// The isolate's gate for this environment, or the configuration error to answer with.
 fn gate_for(env: &Env) -> Result<Rc<WorkerGate>, String> {
+    let env_value: &JsValue = env.as_ref();
+    let same = LAST_ENV.with(|last| {
+        last.borrow().as_ref().filter(|(seen, _)| js_sys::Object::is(seen, env_value)).map(|(_, g)| g.clone())
+    });
+    if let Some(gate) = same {
+        return Ok(gate);
+    }
+    let gate = gate_for_values(env)?;
+    LAST_ENV.with(|last| *last.borrow_mut() = Some((env_value.clone(), gate.clone())));
+    Ok(gate)
+}
+
+/// The gate for the environment's variable values, built when they differ from the last ones.
+fn gate_for_values(env: &Env) -> Result<Rc<WorkerGate>, String> {
     let values: Vec<Option<String>> = VARS.iter().map(|n| env_text(env, n)).collect();
     let fingerprint = format!("{values:?}");
     if let Some(g) = GATE.with(|g| g.borrow().as_ref().filter(|(f, _)| *f == fingerprint).map(|(_, g)| g.clone())) {
@@ -168,15 +185,7 @@ async fn stream_proxy(req: &Request, plan: ProxyPlan, ctx: &Context) -> worker::
     };
 
     let status = resp.status();
-    let mut upstream_headers = Vec::new();
-    if let Ok(Some(iter)) = js_sys::try_iter(&resp.headers()) {
-        for entry in iter.flatten() {
-            let pair = js_sys::Array::from(&entry);
-            if let (Some(n), Some(v)) = (pair.get(0).as_string(), pair.get(1).as_string()) {
-                upstream_headers.push((n, v));
-            }
-        }
-    }
+    let upstream_headers = header_list(&resp.headers());
     let mut shell = EdgeResponse {
         status,
         headers: proxy::downstream_response_headers(&upstream_headers, false),
@@ -199,6 +208,20 @@ async fn stream_proxy(req: &Request, plan: ProxyPlan, ctx: &Context) -> worker::
     let rebuilt = web_sys::Response::new_with_opt_readable_stream_and_init(body.as_ref(), &resp_init)
         .map_err(worker::Error::from)?;
     Ok(Response::from(rebuilt))
+}
+
+/// The name/value pairs of a `Headers` object, in order.
+fn header_list(headers: &web_sys::Headers) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Ok(Some(iter)) = js_sys::try_iter(headers) {
+        for entry in iter.flatten() {
+            let pair = js_sys::Array::from(&entry);
+            if let (Some(n), Some(v)) = (pair.get(0).as_string(), pair.get(1).as_string()) {
+                out.push((n, v));
+            }
+        }
+    }
+    out
 }
 
 /// Timers on the Workers runtime.
@@ -248,15 +271,7 @@ impl Origin for FetchOrigin {
                 .map_err(|e| OriginError::Unreachable(e.as_string().unwrap_or_else(|| "fetch failed".into())))?;
             let resp: web_sys::Response =
                 value.dyn_into().map_err(|_| OriginError::Unreachable("not a response".into()))?;
-            let mut headers = Vec::new();
-            if let Ok(Some(iter)) = js_sys::try_iter(&resp.headers()) {
-                for entry in iter.flatten() {
-                    let pair = js_sys::Array::from(&entry);
-                    if let (Some(n), Some(v)) = (pair.get(0).as_string(), pair.get(1).as_string()) {
-                        headers.push((n, v));
-                    }
-                }
-            }
+            let headers = header_list(&resp.headers());
             let buffer = resp.array_buffer().map_err(|_| OriginError::Unreachable("unreadable body".into()))?;
             let buffer = wasm_bindgen_futures::JsFuture::from(buffer)
                 .await
