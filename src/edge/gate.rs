@@ -20,7 +20,7 @@ use crate::limiter::{
     check_script, parse_reply, rate_limit_headers, BlockCache, Breaker, Check, Decision, MemoryLimiter, Mode,
 };
 use crate::policy::raw::format_duration_ms;
-use crate::policy::{CacheClass, CacheKeySource, CacheScope, FailurePolicy, Limit, Route, RouteMatch, Tier};
+use crate::policy::{CacheKeySource, CacheScope, FailurePolicy, Limit, Route, RouteMatch, Tier};
 use crate::redis::{Client, Entry, RedisError, Transport};
 
 use super::config::Config;
@@ -133,7 +133,7 @@ pub struct Isolate {
     pub(crate) memory: RefCell<MemoryLimiter>,
     pub(crate) key_cache: RefCell<api_key::KeyCache>,
     pub(crate) stats: RefCell<Stats>,
-    /// Each caller's latest decision, for the headers of hits served from isolate memory.
+    /// Each caller's latest allowed decision, for the headers of hits served from isolate memory.
     pub(crate) last_seen: RefCell<HashMap<String, Decision>>,
     pub(crate) started_ms: u64,
 }
@@ -412,14 +412,15 @@ impl<T: Transport + Clone + 'static, O: Origin + 'static, S: Sleeper + 'static> 
         // headers report the caller's limits as of their last check here. A blocked caller is
         // still refused first.
         let now = self.clock.now_ms();
+        let shared_mode = if self.redis.is_some() { LimitMode::Redis } else { LimitMode::Memory };
         if let Some(blocked) = self.isolate.blocks.borrow_mut().get(&check, now) {
-            return self.deny(&req, route_name, &caller, &blocked, LimitMode::Redis);
+            return self.deny(&req, route_name, &caller, &blocked, shared_mode);
         }
         if let (Some(cache), Some((t, _, _))) = (&self.cache, &target) {
             if let Some(served) = cache.local(t) {
                 self.isolate.stats.borrow_mut().add(route_name, &caller.tier.name, cache_stat(served.status), 1);
                 let last = self.isolate.last_seen.borrow().get(&caller.identity.subject_hash).cloned();
-                return self.serve_cached(&req, route_name, &caller, served, last.as_ref(), LimitMode::Redis, &[]);
+                return self.serve_cached(&req, t, served, last.as_ref(), shared_mode, &[]);
             }
         }
 
@@ -444,13 +445,15 @@ impl<T: Transport + Clone + 'static, O: Origin + 'static, S: Sleeper + 'static> 
         };
 
         if let Some(d) = &decision {
-            self.isolate.remember(&caller.identity.subject_hash, d);
             if !d.is_allowed() {
                 if matches!(d, Decision::Denied { .. }) {
                     self.isolate.blocks.borrow_mut().insert(&check, d, self.clock.now_ms());
                 }
                 return self.deny(&req, route_name, &caller, d, mode);
             }
+        }
+        if let Some(d) = &decision {
+            self.isolate.remember(&caller.identity.subject_hash, d);
         }
         self.isolate.stats.borrow_mut().add(route_name, &caller.tier.name, "allowed", 1);
 
@@ -474,7 +477,7 @@ impl<T: Transport + Clone + 'static, O: Origin + 'static, S: Sleeper + 'static> 
                             cache_stat(served.status),
                             1,
                         );
-                        self.serve_cached(&req, route_name, &caller, served, decision.as_ref(), mode, &timing)
+                        self.serve_cached(&req, &t, served, decision.as_ref(), mode, &timing)
                     }
                     Err(e) => {
                         let resp = load_problem(&e).to_response();
@@ -658,12 +661,10 @@ impl<T: Transport + Clone + 'static, O: Origin + 'static, S: Sleeper + 'static> 
     }
 
     /// A response built from a cache answer.
-    #[allow(clippy::too_many_arguments)]
     fn serve_cached(
         &self,
         req: &EdgeRequest,
-        _route_name: &str,
-        _caller: &Caller,
+        target: &CacheTarget,
         served: Served,
         decision: Option<&Decision>,
         mode: LimitMode,
@@ -674,7 +675,6 @@ impl<T: Transport + Clone + 'static, O: Origin + 'static, S: Sleeper + 'static> 
             Payload::Cached(entry) => {
                 let not_modified =
                     req.header("if-none-match").is_some_and(|h| cache::http::if_none_match(h, &entry.etag));
-                let class = self.target_class(req);
                 let mut r = EdgeResponse::new(if not_modified { 304 } else { entry.status });
                 if let Some(ct) = &entry.content_type {
                     r.set_header("content-type", ct.clone());
@@ -684,9 +684,7 @@ impl<T: Transport + Clone + 'static, O: Origin + 'static, S: Sleeper + 'static> 
                 }
                 r.set_header("etag", entry.etag.clone());
                 r.set_header("age", cache::http::age_seconds(entry.stored_ms, now).to_string());
-                if let Some((class, scope)) = class {
-                    r.set_header("cache-control", cache::http::cache_control(&class, scope));
-                }
+                r.set_header("cache-control", cache::http::cache_control(&target.class, target.scope));
                 r.set_header("x-cache", served.status.as_str());
                 if !not_modified && req.method != "HEAD" {
                     r.body = entry.body;
@@ -702,13 +700,6 @@ impl<T: Transport + Clone + 'static, O: Origin + 'static, S: Sleeper + 'static> 
             }));
         }
         handled
-    }
-
-    /// The TTL class and scope of the cacheable route `req` matches.
-    fn target_class(&self, req: &EdgeRequest) -> Option<(CacheClass, CacheScope)> {
-        let (route, _) = self.config.policy.route_for(&req.method, &req.path)?;
-        let rule = route.cache.as_ref()?;
-        Some((self.config.policy.cache_class(&rule.class)?.clone(), rule.scope))
     }
 
     /// Adds rate-limit, mode, timing and CORS headers to a response.
