@@ -32,6 +32,8 @@ mod client;
 mod command;
 pub mod decode;
 mod error;
+#[cfg(target_arch = "wasm32")]
+mod fetch;
 mod reply;
 mod script;
 mod transport;
@@ -39,6 +41,8 @@ mod transport;
 pub use client::{BatchResult, Client, Entry};
 pub use command::{Arg, Command};
 pub use error::{RedisError, RedisErrorKind};
+#[cfg(target_arch = "wasm32")]
+pub use fetch::FetchTransport;
 pub use reply::Reply;
 pub use script::Script;
 pub use transport::{HttpReply, ReqwestTransport, Transport, COLD_TIMEOUT_MS};

@@ -9,11 +9,11 @@ use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use super::RedisError;
 
 /// The request header that asks for base64 strings in replies (protocol §6).
-const ENCODING_HEADER: &str = "Upstash-Encoding";
+pub(super) const ENCODING_HEADER: &str = "Upstash-Encoding";
 /// The read-your-writes token, sent back as last seen (protocol §8).
-const SYNC_TOKEN_HEADER: &str = "Upstash-Sync-Token";
+pub(super) const SYNC_TOKEN_HEADER: &str = "Upstash-Sync-Token";
 /// The longest timeout: reqwest on wasm32 hands it to `setTimeout` as an `i32` and panics above.
-const MAX_TIMEOUT_MS: u32 = i32::MAX as u32;
+pub(super) const MAX_TIMEOUT_MS: u32 = i32::MAX as u32;
 
 /// An HTTP answer as the client needs it: status, raw body and the server's sync token.
 #[derive(Debug, Clone, PartialEq, Eq)]
