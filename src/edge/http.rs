@@ -59,6 +59,24 @@ impl EdgeRequest {
     }
 }
 
+/// Path and query of an absolute URL as the runtime serialises it (`https://host/p/a?x=1#f` →
+/// `("/p/a", "x=1")`), without parsing it again: the path starts at the first `/` after the host,
+/// and `?` and `#` cannot appear in it unescaped.
+pub fn split_url(url: &str) -> (String, String) {
+    let after_scheme = url.find("://").map_or(0, |i| i + 3);
+    let rest = &url[after_scheme..];
+    let Some(slash) = rest.find('/') else {
+        let query = rest.split_once('?').map_or("", |(_, q)| q);
+        return ("/".to_owned(), query.split('#').next().unwrap_or("").to_owned());
+    };
+    let path_and_more = &rest[slash..];
+    let without_fragment = path_and_more.split('#').next().unwrap_or("");
+    match without_fragment.split_once('?') {
+        Some((path, query)) => (path.to_owned(), query.to_owned()),
+        None => (without_fragment.to_owned(), String::new()),
+    }
+}
+
 /// An outgoing response.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct EdgeResponse {
@@ -108,5 +126,19 @@ impl EdgeResponse {
     /// The first value of a header, by case-insensitive name.
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_split_into_path_and_query() {
+        assert_eq!(split_url("https://h.example/a/b?x=1&y=2#frag"), ("/a/b".into(), "x=1&y=2".into()));
+        assert_eq!(split_url("http://127.0.0.1:8787/"), ("/".into(), String::new()));
+        assert_eq!(split_url("http://127.0.0.1:8787"), ("/".into(), String::new()));
+        assert_eq!(split_url("http://h?q=1"), ("/".into(), "q=1".into()));
+        assert_eq!(split_url("http://h/p%20q?a=%3F"), ("/p%20q".into(), "a=%3F".into()));
     }
 }

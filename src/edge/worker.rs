@@ -3,20 +3,18 @@
 
 use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
 
 use futures::future::{select, Either};
 use wasm_bindgen::{JsCast, JsValue};
-use worker::{event, Context, Delay, Env, Request, Response, ScheduleContext, ScheduledEvent};
+use worker::{event, Context, Env, ScheduleContext, ScheduledEvent};
 
 use crate::cache::{Origin, OriginError, OriginRequest, OriginResponse, Sleeper};
-use crate::clock::{Clock, SystemClock, SystemRandom};
+use crate::clock::{Clock, SystemClock, SystemRandom, Timer};
 use crate::edge::config::Config;
 use crate::edge::gate::{Gate, Outcome, ProxyPlan};
-use crate::edge::http::{EdgeRequest, EdgeResponse};
+use crate::edge::http::{split_url, EdgeRequest, EdgeResponse};
 use crate::edge::problem::Problem;
-use crate::edge::proxy;
-use crate::redis::{ReqwestTransport, COLD_TIMEOUT_MS};
+use crate::redis::{FetchTransport, COLD_TIMEOUT_MS};
 
 /// The variables the Worker reads; their values together key the isolate's gate.
 const VARS: [&str; 7] = [
@@ -29,7 +27,7 @@ const VARS: [&str; 7] = [
     "TOLLGATE_POLICY",
 ];
 
-type WorkerGate = Gate<ReqwestTransport, FetchOrigin, WorkerSleeper>;
+type WorkerGate = Gate<FetchTransport, FetchOrigin, WorkerSleeper>;
 
 thread_local! {
     /// The isolate's gate, rebuilt only when the environment changes.
@@ -80,7 +78,7 @@ fn gate_for_values(env: &Env) -> Result<Rc<WorkerGate>, String> {
     };
     let transport = match &config.redis {
         Some(r) => Some(
-            ReqwestTransport::new(&r.url, &r.token, config.policy.redis.timeout_ms.get())
+            FetchTransport::new(&r.url, &r.token, config.policy.redis.timeout_ms.get())
                 .map_err(|e| format!("UPSTASH_REDIS_REST_URL: {e}"))?
                 .with_first_request_budget(COLD_TIMEOUT_MS),
         ),
@@ -98,27 +96,26 @@ fn start() {
 }
 
 #[event(fetch)]
-async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Response> {
+async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
     let gate = match gate_for(&env) {
         Ok(g) => g,
-        Err(message) => return to_worker(Problem::invalid_config(message).to_response()),
+        Err(message) => return to_response(Problem::invalid_config(message).to_response()),
     };
-    let method = req.method().to_string();
-    let url = req.url()?;
-    let path = url.path().to_owned();
-    let body = if gate.needs_body(&method, &path) { req.bytes().await.unwrap_or_default() } else { Vec::new() };
-    let mut headers = Vec::new();
-    for (name, value) in req.headers().entries() {
-        headers.push((name.to_ascii_lowercase(), value));
+    let method = req.method();
+    let (path, query) = split_url(&req.url());
+    let body = if gate.needs_body(&method, &path) { read_body(&req).await } else { Vec::new() };
+    let mut headers = header_list(&req.headers());
+    for (name, _) in &mut headers {
+        name.make_ascii_lowercase();
     }
-    let edge_req = EdgeRequest { method, path, query: url.query().unwrap_or("").to_owned(), headers, body };
+    let edge_req = EdgeRequest { method, path, query, headers, body };
 
     let handled = gate.handle(edge_req).await;
     for task in handled.background {
         ctx.wait_until(task);
     }
     match handled.outcome {
-        Outcome::Respond(resp) => to_worker(resp),
+        Outcome::Respond(resp) => to_response(resp),
         Outcome::Proxy(plan) => stream_proxy(&req, plan, &ctx).await,
     }
 }
@@ -130,38 +127,50 @@ async fn scheduled(_event: ScheduledEvent, env: Env, ctx: ScheduleContext) {
     }
 }
 
-/// Converts a plain response into a `worker` one.
-fn to_worker(resp: EdgeResponse) -> worker::Result<Response> {
-    let headers = worker::Headers::new();
+/// The whole request body (empty when there is none or it cannot be read).
+async fn read_body(req: &web_sys::Request) -> Vec<u8> {
+    let Ok(promise) = req.array_buffer() else { return Vec::new() };
+    match wasm_bindgen_futures::JsFuture::from(promise).await {
+        Ok(buffer) => js_sys::Uint8Array::new(&buffer).to_vec(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// Converts a plain response into a runtime one.
+fn to_response(resp: EdgeResponse) -> worker::Result<web_sys::Response> {
+    let headers = web_sys::Headers::new()?;
     for (name, value) in &resp.headers {
         headers.append(name, value)?;
     }
-    let body =
-        if resp.body.is_empty() && matches!(resp.status, 101 | 204 | 205 | 304) { None } else { Some(resp.body) };
-    let out = match body {
-        Some(b) => Response::from_bytes(b)?,
-        None => Response::empty()?,
-    };
-    Ok(out.with_status(resp.status).with_headers(headers))
+    let init = web_sys::ResponseInit::new();
+    init.set_status(resp.status);
+    init.set_headers(&headers);
+    if resp.body.is_empty() && matches!(resp.status, 101 | 204 | 205 | 304) {
+        return Ok(web_sys::Response::new_with_opt_str_and_init(None, &init)?);
+    }
+    let mut body = resp.body;
+    Ok(web_sys::Response::new_with_opt_u8_array_and_init(Some(&mut body), &init)?)
 }
 
 /// Sends the request on to the origin with the body streamed through, and streams the answer
-/// back with Tollgate's headers added.
-async fn stream_proxy(req: &Request, plan: ProxyPlan, ctx: &Context) -> worker::Result<Response> {
+/// back with Tollgate's headers added. The origin's headers are copied by the runtime, which also
+/// frames the response itself (no hop-by-hop header of the origin's connection reaches the
+/// caller).
+async fn stream_proxy(req: &web_sys::Request, plan: ProxyPlan, ctx: &Context) -> worker::Result<web_sys::Response> {
     let started = SystemClock.now_ms();
     let init = web_sys::RequestInit::new();
     init.set_method(&plan.method);
     init.set_redirect(web_sys::RequestRedirect::Manual);
-    let headers = web_sys::Headers::new().map_err(worker::Error::from)?;
+    let headers = web_sys::Headers::new()?;
     for (name, value) in &plan.request_headers {
-        headers.append(name, value).map_err(worker::Error::from)?;
+        headers.append(name, value)?;
     }
     init.set_headers(&headers);
     if !matches!(plan.method.as_str(), "GET" | "HEAD") {
         match &plan.body {
             Some(bytes) => init.set_body(&js_sys::Uint8Array::from(bytes.as_slice()).into()),
             None => {
-                if let Some(stream) = req.inner().body() {
+                if let Some(stream) = req.body() {
                     init.set_body(&stream.into());
                 }
             }
@@ -169,7 +178,7 @@ async fn stream_proxy(req: &Request, plan: ProxyPlan, ctx: &Context) -> worker::
     }
     let upstream = match web_sys::Request::new_with_str_and_init(&plan.url, &init) {
         Ok(r) => r,
-        Err(_) => return to_worker(Problem::origin_unreachable("the origin URL could not be built").to_response()),
+        Err(_) => return to_response(Problem::origin_unreachable("the origin URL could not be built").to_response()),
     };
     let promise = js_sys::global().unchecked_into::<web_sys::WorkerGlobalScope>().fetch_with_request(&upstream);
     let answer = wasm_bindgen_futures::JsFuture::from(promise).await;
@@ -180,34 +189,26 @@ async fn stream_proxy(req: &Request, plan: ProxyPlan, ctx: &Context) -> worker::
             let detail = e.as_string().unwrap_or_else(|| "the origin could not be reached".to_owned());
             let mut problem = Problem::origin_unreachable(detail).to_response();
             plan.decorate(&mut problem, origin_ms);
-            return to_worker(problem);
+            return to_response(problem);
         }
     };
 
     let status = resp.status();
-    let upstream_headers = header_list(&resp.headers());
-    let mut shell = EdgeResponse {
-        status,
-        headers: proxy::downstream_response_headers(&upstream_headers, false),
-        body: Vec::new(),
-    };
-    plan.decorate(&mut shell, origin_ms);
+    let mut added = EdgeResponse::new(status);
+    plan.decorate(&mut added, origin_ms);
     if let Some(task) = plan.after_response(status) {
         ctx.wait_until(task);
-    }
-
-    let out_headers = web_sys::Headers::new().map_err(worker::Error::from)?;
-    for (name, value) in &shell.headers {
-        out_headers.append(name, value).map_err(worker::Error::from)?;
     }
     let resp_init = web_sys::ResponseInit::new();
     resp_init.set_status(status);
     resp_init.set_status_text(&resp.status_text());
-    resp_init.set_headers(&out_headers);
-    let body = resp.body();
-    let rebuilt = web_sys::Response::new_with_opt_readable_stream_and_init(body.as_ref(), &resp_init)
-        .map_err(worker::Error::from)?;
-    Ok(Response::from(rebuilt))
+    resp_init.set_headers(&resp.headers().into());
+    let out = web_sys::Response::new_with_opt_readable_stream_and_init(resp.body().as_ref(), &resp_init)?;
+    let out_headers = out.headers();
+    for (name, value) in &added.headers {
+        out_headers.set(name, value)?;
+    }
+    Ok(out)
 }
 
 /// The name/value pairs of a `Headers` object, in order.
@@ -230,7 +231,7 @@ pub struct WorkerSleeper;
 
 impl Sleeper for WorkerSleeper {
     async fn sleep(&self, ms: u32) {
-        Delay::from(Duration::from_millis(u64::from(ms))).await;
+        Timer::after(ms).await;
     }
 }
 
@@ -279,7 +280,7 @@ impl Origin for FetchOrigin {
             let body = js_sys::Uint8Array::new(&buffer).to_vec();
             Ok(OriginResponse { status: resp.status(), headers, body })
         };
-        let timer = Delay::from(Duration::from_millis(u64::from(self.timeout_ms)));
+        let timer = Timer::after(self.timeout_ms);
         futures::pin_mut!(work);
         match select(work, timer).await {
             Either::Left((result, _)) => result,
@@ -344,12 +345,13 @@ mod tests {
             .with_header("vary", "Origin")
             .with_header("vary", "Accept")
             .with_body(b"{}".to_vec());
-        let mut out = to_worker(resp).unwrap();
-        assert_eq!(out.status_code(), 429);
+        let out = to_response(resp).unwrap();
+        assert_eq!(out.status(), 429);
         assert_eq!(out.headers().get("content-type").unwrap().as_deref(), Some("application/problem+json"));
         assert_eq!(out.headers().get("vary").unwrap().as_deref(), Some("Origin, Accept"));
-        assert_eq!(out.text().await.unwrap(), "{}");
-        let empty = to_worker(EdgeResponse::new(304)).unwrap();
-        assert_eq!(empty.status_code(), 304);
+        let text = wasm_bindgen_futures::JsFuture::from(out.text().unwrap()).await.unwrap();
+        assert_eq!(text.as_string().as_deref(), Some("{}"));
+        let empty = to_response(EdgeResponse::new(304)).unwrap();
+        assert_eq!(empty.status(), 304);
     }
 }
