@@ -1,0 +1,301 @@
+// Markdown report of a results object written by bench/lib/main.mjs. Also usable on its own:
+//   node bench/lib/report.mjs bench/results/<date>.json > out.md
+
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+
+const PEERS = ["peer-sliding", "peer-fixed"];
+const KIB = 1024;
+
+const num = (x, d = 2) => (x === null || x === undefined || !Number.isFinite(x) ? "–" : x.toFixed(d));
+const big = (x) => (x === null || x === undefined ? "–" : Math.round(x).toLocaleString("en-US"));
+
+/** "median (min–max)" of a spread. */
+function sp(s, d = 2, f = null) {
+  if (!s) return "–";
+  const v = f ?? ((x) => num(x, d));
+  if (s.n === 1 || s.min === s.max) return v(s.median);
+  return `${v(s.median)} (${v(s.min)}–${v(s.max)})`;
+}
+
+const ratio = (a, b) => (a === null || b === null || b === 0 || a === undefined || b === undefined ? null : a / b);
+const rx = (r) => (r === null ? "–" : `${r.toFixed(2)}×`);
+
+function tollgateOf(sc) {
+  return sc.systems.find((s) => s.startsWith("tollgate"));
+}
+
+function summaryTable(res) {
+  const lines = [
+    "| scenario | Tollgate req/s | peer SW req/s | Tollgate ÷ SW | peer FW req/s | Tollgate ÷ FW | p99 ms Tollgate / SW / FW | Redis HTTP/req Tollgate / SW / FW | Redis cmds/req Tollgate / SW / FW |",
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+  ];
+  for (const [id, sc] of Object.entries(res.scenarios)) {
+    const t = sc.summary[tollgateOf(sc)];
+    const sw = sc.summary["peer-sliding"];
+    const fw = sc.summary["peer-fixed"];
+    if (!t) continue;
+    const tri = (k, d) => [t, sw, fw].map((s) => num(s?.[k]?.median, d)).join(" / ");
+    lines.push(
+      `| ${id}${tollgateOf(sc) !== "tollgate" ? ` (${tollgateOf(sc)})` : ""} | ${sp(t.rps, 0, big)} | ${sp(sw?.rps, 0, big)} | ${rx(ratio(t.rps?.median, sw?.rps?.median))} | ${sp(fw?.rps, 0, big)} | ${rx(ratio(t.rps?.median, fw?.rps?.median))} | ${tri("p99_ms", 1)} | ${tri("redis_http_per_req", 2)} | ${tri("redis_cmds_per_req", 2)} |`,
+    );
+  }
+  return lines.join("\n");
+}
+
+function detailTable(sc) {
+  const lines = [
+    "| system | req/s | p50 ms | p99 ms | Redis HTTP/req | Redis cmds/req (REST) | Redis cmds/req (server, incl. in scripts) | origin req/req | workerd CPU µs/req | other load (cores) | answers |",
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |",
+  ];
+  for (const sys of sc.systems) {
+    const s = sc.summary[sys];
+    const last = sc.rounds[sys][sc.rounds[sys].length - 1];
+    const st = Object.entries(last.status).filter(([, v]) => v).map(([k, v]) => `${k}:${v}`).join(" ");
+    const xc = Object.entries(last.x_cache).filter(([k, v]) => v && k !== "none").map(([k, v]) => `${k}:${v}`).join(" ");
+    const tm = last.tollgate_mode ?? {};
+    const modes = sys.startsWith("tollgate") ? `; X-Tollgate-Mode ${Object.entries(tm).filter(([, v]) => v).map(([k, v]) => `${k}:${v}`).join(" ")}` : "";
+    lines.push(
+      `| ${sys} | ${sp(s.rps, 0, big)} | ${sp(s.p50_ms)} | ${sp(s.p99_ms)} | ${sp(s.redis_http_per_req, 3)} | ${sp(s.redis_cmds_per_req, 3)} | ${sp(s.redis_server_cmds_per_req, 2)} | ${sp(s.origin_per_req, 3)} | ${sp(s.cpu_workerd_us_per_req, 0)} | ${sp(s.foreign_cpu_cores, 2)} | ${st}${xc ? `; X-Cache ${xc}` : ""}${modes} (last round) |`,
+    );
+  }
+  const t = tollgateOf(sc);
+  const ratios = PEERS.filter((p) => sc.summary[p] && sc.summary[t]).map((p) => {
+    const a = sc.summary[t];
+    const b = sc.summary[p];
+    return `vs ${p}: throughput ${rx(ratio(a.rps?.median, b.rps?.median))}, p50 ${rx(ratio(a.p50_ms?.median, b.p50_ms?.median))}, p99 ${rx(ratio(a.p99_ms?.median, b.p99_ms?.median))}, Redis HTTP ${rx(ratio(a.redis_http_per_req?.median, b.redis_http_per_req?.median))}, Redis cmds ${rx(ratio(a.redis_cmds_per_req?.median, b.redis_cmds_per_req?.median))}`;
+  });
+  if (ratios.length) lines.push("", `Tollgate ÷ peer (medians) — ${ratios.join("; ")}.`);
+  const byName = sc.systems
+    .map((sys) => {
+      const s = sc.summary[sys];
+      const total = s.requests_total || 1;
+      const parts = Object.entries(s.rest_commands_by_name).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${(v / total).toFixed(3)}`);
+      return parts.length ? `${sys}: ${parts.join(", ")}` : null;
+    })
+    .filter(Boolean);
+  if (byName.length) lines.push("", `REST commands per request by name — ${byName.join("; ")}.`);
+  return lines.join("\n");
+}
+
+function goals(res) {
+  const S = res.scenarios;
+  const med = (sc, sys, k) => S[sc]?.summary?.[sys]?.[k]?.median ?? null;
+  const rows = [];
+  const verdict = (ok) => (ok === null ? "not measured" : ok ? "**met**" : "**missed**");
+
+  // 1. round trips
+  {
+    const parts = [];
+    let ok = true;
+    let any = false;
+    for (const [sc, sys, max] of [
+      ["proxied", "tollgate", 1.01],
+      ["denied-first", "tollgate", 1.01],
+      ["hit-redis", "tollgate-noiso", 1.01],
+      ["mix", "tollgate", 1.01],
+      ["denied-repeated", "tollgate", 0.01],
+      ["hit-isolate", "tollgate", 0.01],
+    ]) {
+      const v = med(sc, sys, "redis_http_per_req");
+      if (v === null) continue;
+      any = true;
+      if (v > max) ok = false;
+      const peers = PEERS.map((p) => num(med(sc, p, "redis_http_per_req"), 2)).join(" / ");
+      parts.push(`${sc}: ${num(v, 3)} (target ${max > 0.5 ? "≤ 1" : "≈ 0"}; peer SW/FW ${peers})`);
+    }
+    const missV = med("miss", "tollgate", "redis_http_per_req");
+    if (missV !== null) parts.push(`(miss, not a goal: ${num(missV, 2)}; peer ${PEERS.map((p) => num(med("miss", p, "redis_http_per_req"), 2)).join(" / ")})`);
+    rows.push(["Redis round trips (HTTP requests to redis-rest) per gated request ≤ 1; 0 for repeated denials and in-isolate hits; peer ≥ 2 (1% allowed for Tollgate's stats flush every 10 s; ≈ 0 means ≤ 0.01)", parts.join("<br>"), verdict(any ? ok : null)]);
+  }
+  // 2. commands ≤ half the peer's
+  {
+    const parts = [];
+    let ok = true;
+    let any = false;
+    for (const sc of ["proxied", "denied-first", "hit-redis", "miss", "mix"]) {
+      const t = S[sc] ? tollgateOf(S[sc]) : null;
+      if (!t) continue;
+      const v = med(sc, t, "redis_cmds_per_req");
+      const vs = med(sc, t, "redis_server_cmds_per_req");
+      for (const p of PEERS) {
+        const pv = med(sc, p, "redis_cmds_per_req");
+        const ps = med(sc, p, "redis_server_cmds_per_req");
+        if (v === null || pv === null) continue;
+        any = true;
+        const r = v / pv;
+        if (r > 0.505) ok = false;
+        parts.push(`${sc} vs ${p}: ${num(v, 2)} ÷ ${num(pv, 2)} = ${r.toFixed(2)} (server-side incl. script internals: ${num(vs, 2)} ÷ ${num(ps, 2)} = ${num(vs / ps, 2)})`);
+      }
+    }
+    rows.push(["Redis commands per request ≤ ½ the peer's (REST-level commands, each pipeline entry / EVALSHA = 1; ratio ≤ 0.505 allows for the stats flush)", parts.join("<br>"), verdict(any ? ok : null)]);
+  }
+  // 3. mix throughput and p99
+  {
+    const t = S.mix?.summary?.tollgate;
+    let ok = null;
+    const parts = [];
+    if (t) {
+      ok = true;
+      for (const p of PEERS) {
+        const ps = S.mix.summary[p];
+        if (!ps) continue;
+        const r = t.rps.median / ps.rps.median;
+        const pOk = t.p99_ms.median <= ps.p99_ms.median;
+        if (r < 1.5 || !pOk) ok = false;
+        parts.push(`vs ${p}: ${r.toFixed(2)}× throughput (worst Tollgate round ÷ best peer round ${(t.rps.min / ps.rps.max).toFixed(2)}×), p99 ${num(t.p99_ms.median)} vs ${num(ps.p99_ms.median)} ms`);
+      }
+    }
+    rows.push(["Throughput ≥ 1.5× the peer on the mix, p99 no worse", parts.join("<br>") || "–", verdict(ok)]);
+  }
+  // 4. hit vs miss: at light load (one connection) when measured, else under load
+  {
+    const parts = [];
+    let ok = null;
+    for (const [label, missSc, hitR, hitI] of [
+      ["one connection", "light-miss", "light-hit-redis", "light-hit-isolate"],
+      [`${res.options.connections} connections (hit latency includes queueing in the saturated isolate)`, "miss", "hit-redis", "hit-isolate"],
+    ]) {
+      const miss = med(missSc, "tollgate", "p50_ms");
+      const r = med(hitR, "tollgate-noiso", "p50_ms");
+      const i = med(hitI, "tollgate", "p50_ms");
+      if (miss === null || r === null) continue;
+      if (ok === null) ok = miss / r >= 20;
+      const pr = med(hitR, "peer-sliding", "p50_ms");
+      const pm = med(missSc, "peer-sliding", "p50_ms");
+      parts.push(`${label}: p50 miss ${num(miss, 1)} ms ÷ p50 hit from Redis ${num(r)} ms = **${(miss / r).toFixed(0)}×**${i !== null ? `; ÷ p50 hit from isolate ${num(i)} ms = **${(miss / i).toFixed(0)}×**` : ""}${pr !== null && pm !== null ? ` (peer SW: ${num(pm, 1)} ÷ ${num(pr)} = ${(pm / pr).toFixed(0)}×)` : ""}`);
+    }
+    rows.push(["Cache hit ≥ 20× faster than a miss against the 150 ms origin (verdict on the first line: hit from Redis)", parts.join("<br>") || "–", verdict(ok)]);
+  }
+  // 5. size
+  {
+    const gz = res.build.wasm_gzip_bytes;
+    rows.push(["Release wasm < 400 KB gzip", gz ? `${(gz / KIB).toFixed(1)} KiB gzip (${gz} B; ${(res.build.wasm_raw_bytes / KIB).toFixed(0)} KiB raw)` : "–", verdict(gz ? gz < 400 * KIB : null)]);
+  }
+  return ["| goal | measured (medians) | verdict |", "| --- | --- | --- |", ...rows.map((r) => `| ${r.join(" | ")} |`)].join("\n");
+}
+
+function cpuTable(res) {
+  const S = res.scenarios;
+  const systems = ["tollgate", "tollgate-noiso", "peer-sliding", "peer-fixed", "bare", "bare-static"];
+  const ids = Object.keys(S);
+  const lines = [
+    `| workerd CPU µs per request | ${ids.join(" | ")} |`,
+    `| --- | ${ids.map(() => "---:").join(" | ")} |`,
+  ];
+  for (const sys of systems) {
+    const cells = ids.map((id) => {
+      const s = S[id].summary[sys];
+      return s ? num(s.cpu_workerd_us_per_req?.median, 0) : "";
+    });
+    if (cells.some((c) => c)) lines.push(`| ${sys} | ${cells.join(" | ")} |`);
+  }
+  const out = [lines.join("\n")];
+  const hi = S["hit-isolate"]?.summary;
+  if (hi?.tollgate && hi["bare-static"]) {
+    const t = hi.tollgate.cpu_workerd_us_per_req.median;
+    const f = hi["bare-static"].cpu_workerd_us_per_req.median;
+    const tw = 1e6 / hi.tollgate.rps.median;
+    const fw = 1e6 / hi["bare-static"].rps.median;
+    out.push(
+      "",
+      `Tollgate's request path on an in-isolate hit (pure CPU, no I/O): **${num(t - f, 0)} µs of workerd CPU per request over the floor** (${num(t, 0)} µs vs ${num(f, 0)} µs for a bare Worker answering a static 200). From throughput (1 ÷ req/s at ${res.options.connections} connections): ${num(tw, 0)} µs vs ${num(fw, 0)} µs per request, ${num(tw - fw, 0)} µs over the floor.`,
+    );
+  }
+  return out.join("\n");
+}
+
+function stampedeTable(res) {
+  const st = res.stampede;
+  if (!st) return "";
+  const lines = [
+    `${st.concurrent} concurrent requests for one cold key (GET /api/config/<new name>, origin 150 ms), ${res.options.rounds} rounds.`,
+    "",
+    "| system | origin requests per stampede | answers (last round) | p50 ms | max ms | Redis HTTP requests | Redis commands |",
+    "| --- | ---: | --- | ---: | ---: | ---: | ---: |",
+  ];
+  for (const sys of st.systems) {
+    const s = st.summary[sys];
+    const last = st.rounds[sys][st.rounds[sys].length - 1];
+    lines.push(
+      `| ${sys} | ${sp(s.origin_hits_for_key, 0)} | ${Object.entries(last.statuses).map(([k, v]) => `${k}:${v}`).join(" ")}; X-Cache ${Object.entries(last.x_cache).map(([k, v]) => `${k}:${v}`).join(" ")} | ${sp(s.p50_ms, 0)} | ${sp(s.max_ms, 0)} | ${sp(s.redis_http, 0)} | ${sp(s.redis_cmds, 0)} |`,
+    );
+  }
+  return lines.join("\n");
+}
+
+function sizeSection(res) {
+  const b = res.build;
+  const secs = Object.entries(b.wasm_sections ?? {}).filter(([, v]) => v.raw > 4096).sort((x, y) => y[1].raw - x[1].raw);
+  const lines = [
+    `Tollgate release wasm: **${(b.wasm_raw_bytes / KIB).toFixed(1)} KiB raw, ${(b.wasm_gzip_bytes / KIB).toFixed(1)} KiB gzip -9** (+ ${(b.js_raw_bytes / KIB).toFixed(1)} KiB JS glue); sha256 ${b.wasm_sha256?.slice(0, 16)}…, built ${b.wasm_mtime} (${b.status}). Peer bundle: ${(b.peer_bundle_bytes / KIB).toFixed(1)} KiB raw, ${(b.peer_bundle_gzip_bytes / KIB).toFixed(1)} KiB gzip.`,
+    "",
+    "| wasm section | raw KiB | gzip KiB (alone) |",
+    "| --- | ---: | ---: |",
+    ...secs.map(([k, v]) => `| ${k} | ${(v.raw / KIB).toFixed(1)} | ${(v.gzip / KIB).toFixed(1)} |`),
+    "",
+    "Start-up, spawning `workerd serve` to the first 200 (Tollgate: `GET /_tollgate/health`, which instantiates the wasm and builds the gate):",
+    "",
+    "| Worker | median ms (min–max) | samples |",
+    "| --- | ---: | ---: |",
+    ...Object.entries(res.startup).map(([k, v]) => `| ${k} | ${sp(v, 0)} | ${v.n} |`),
+  ];
+  return lines.join("\n");
+}
+
+function profileSection(res) {
+  if (!res.profile) return "";
+  const out = [
+    "V8 sampling profiles of the Worker isolate under the same wrk load (through workerd's inspector; sampling every 200 µs; the profiler slows the isolate, so read shares, not speed). Self time by part of the request path, then the top functions. `(program)` is native time outside JS and wasm (workerd's HTTP handling, V8 internals).",
+  ];
+  for (const [sys, loads] of Object.entries(res.profile)) {
+    for (const [load, p] of Object.entries(loads)) {
+      out.push(
+        "",
+        `**${sys}, ${load}** (${big(p.rps)} req/s while profiled; busy ${p.busy_ms} ms, idle ${p.idle_ms} ms)`,
+        "",
+        "| part | share of busy time |",
+        "| --- | ---: |",
+        ...p.categories.filter((c) => c.pct >= 1).map((c) => `| ${c.name} | ${c.pct}% |`),
+        "",
+        `Top functions: ${p.functions.slice(0, 14).map((f) => `\`${f.name.replace(/`/g, "'")}\` ${f.pct}%`).join(", ")}.`,
+      );
+    }
+  }
+  return out.join("\n");
+}
+
+export function renderMarkdown(res) {
+  const o = res.options;
+  const m = res.machine;
+  const v = res.versions;
+  const parts = [
+    `# Tollgate vs the peer — ${res.started_at?.slice(0, 10)}`,
+    "",
+    `Machine: ${m.nproc} × ${m.cpu_model}, ${m.mem_total_mb} MB, Linux ${m.kernel}; load average at start ${m.loadavg_at_start?.map((x) => x.toFixed(2)).join(" ")}. ` +
+      `workerd ${v.workerd} (raw \`workerd serve\`, compatibility date ${v.compatibility_date}), ${v.wrk}, ${v.redis_server?.split(" ").slice(0, 3).join(" ")}, node ${v.node}, @upstash/ratelimit ${v["@upstash/ratelimit"]}, @upstash/redis ${v["@upstash/redis"]}. ` +
+      `Load: \`wrk -t${o.threads} -c${o.connections}\` (one connection per thread; latency measured in bench/wrk/bench.lua, because wrk 4.1.0's own latency statistics contradict Little's law here), ${o.rounds} interleaved round(s) of ${o.seconds} s per system (peer, …, Tollgate, … in turn), after a ${o.warmupSeconds} s warm-up. ` +
+      `Every figure is the median over rounds with min–max in brackets. Per-request ratios divide by answers + ${o.connections} (the requests in flight when wrk stops; the servers finish them). "other load" = CPU used by processes outside the benchmark during the run (this box is shared; above ~0.3 cores, treat speed figures as noisy). Total run time ${res.total_seconds ?? "?"} s.`,
+    "",
+    "Systems: **Tollgate** (release build); **peer SW / FW** = the same gate written the documented way with `@upstash/ratelimit` (sliding / fixed window: tier `limit()` then route `limit()`) and `@upstash/redis` cache-aside (`get` → origin → `set … ex`); **bare** = pass-through Worker (the floor). All on one redis-rest and one demo-origin. Tollgate's limits are sliding window in every comparison.",
+  ];
+  if (res.error) parts.push("", `**The run failed:** \`${res.error.split("\n")[0]}\` — the numbers below are partial.`);
+  parts.push("", "## Summary", "", summaryTable(res));
+  parts.push("", "## Goals", "", goals(res));
+  parts.push("", "## Scenarios");
+  for (const [id, sc] of Object.entries(res.scenarios)) {
+    parts.push("", `### ${id} — ${sc.title}`, "", sc.what, "", detailTable(sc));
+  }
+  if (res.stampede) parts.push("", "### stampede — Stampede on a cold key", "", stampedeTable(res));
+  parts.push("", "## CPU per request", "", "workerd process CPU time (all threads, from /proc) per completed request; it includes the HTTP server and subrequest work of workerd, not only the Worker's code.", "", cpuTable(res));
+  if (res.profile) parts.push("", "## Where Tollgate's CPU goes", "", profileSection(res));
+  parts.push("", "## Size and start-up", "", sizeSection(res));
+  if (res.warnings?.length) parts.push("", "## Warnings", "", ...res.warnings.map((w) => `- ${w}`));
+  parts.push("");
+  return parts.join("\n");
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url)) {
+  const res = JSON.parse(readFileSync(process.argv[2], "utf8"));
+  process.stdout.write(renderMarkdown(res));
+}
