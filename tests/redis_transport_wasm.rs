@@ -1,4 +1,5 @@
-//! The reqwest transport on wasm32 (fetch), run under Node: headers and deadline as natively.
+//! Both transports on wasm32 (reqwest's and the Worker's own over `fetch`), run under Node: the
+//! same headers, deadline and errors as natively.
 #![cfg(target_arch = "wasm32")]
 
 use js_sys::{Function, Promise, Reflect};
@@ -80,28 +81,34 @@ fn close(server: &JsValue) {
     close.call0(&JsValue::NULL).unwrap();
 }
 
-#[wasm_bindgen_test]
-async fn a_server_that_never_answers_times_out() {
+/// Builds a transport of one kind for `url`, `token` and timeout.
+type Make<T> = fn(&str, &str, u32) -> T;
+
+fn reqwest(url: &str, token: &str, ms: u32) -> ReqwestTransport {
+    ReqwestTransport::new(url, token, ms).unwrap()
+}
+
+fn fetch(url: &str, token: &str, ms: u32) -> FetchTransport {
+    FetchTransport::new(url, token, ms).unwrap()
+}
+
+async fn times_out_when_the_server_never_answers<T: Transport>(make: Make<T>) {
     let server = start(SILENT_SERVER).await;
-    let transport = ReqwestTransport::new(&url(&server), "t", 100).unwrap();
-    let got = transport.post("/", "[\"PING\"]".to_owned(), None).await;
+    let got = make(&url(&server), "t", 100).post("/", "[\"PING\"]".to_owned(), None).await;
     close(&server);
     assert_eq!(got, Err(RedisError::Timeout(100)));
 }
 
-#[wasm_bindgen_test]
-async fn a_body_that_stalls_times_out() {
+async fn times_out_when_the_body_stalls<T: Transport>(make: Make<T>) {
     let server = start(STALLING_SERVER).await;
-    let transport = ReqwestTransport::new(&url(&server), "t", 100).unwrap();
-    let got = transport.post("/", "[\"PING\"]".to_owned(), None).await;
+    let got = make(&url(&server), "t", 100).post("/", "[\"PING\"]".to_owned(), None).await;
     close(&server);
     assert_eq!(got, Err(RedisError::Timeout(100)));
 }
 
-#[wasm_bindgen_test]
-async fn sends_the_protocol_headers_and_echoes_the_sync_token() {
+async fn sends_the_protocol_headers_and_echoes_the_sync_token<T: Transport>(make: Make<T>) {
     let server = start(RECORDING_SERVER).await;
-    let client = Client::new(ReqwestTransport::new(&url(&server), "secret", 5_000).unwrap());
+    let client = Client::new(make(&format!("{}/", url(&server)), "secret", 5_000));
     assert_eq!(client.command(Command::get("a")).await, Ok(Reply::Ok));
     assert_eq!(client.sync_token().as_deref(), Some("w-1"));
     assert_eq!(client.command(Command::get("b")).await, Ok(Reply::Ok));
@@ -117,67 +124,40 @@ async fn sends_the_protocol_headers_and_echoes_the_sync_token() {
     assert_eq!(get(&second, &["headers", "upstash-sync-token"]).as_string().as_deref(), Some("w-1"));
 }
 
+async fn reports_nothing_listening_as_a_transport_error<T: Transport>(make: Make<T>) {
+    let server = start(SILENT_SERVER).await;
+    let url = url(&server);
+    close(&server);
+    let got = make(&url, "t", 5_000).post("/", "[]".to_owned(), None).await;
+    assert!(matches!(got, Err(RedisError::Transport(_))), "{got:?}");
+}
+
+#[wasm_bindgen_test]
+async fn a_server_that_never_answers_times_out() {
+    times_out_when_the_server_never_answers(reqwest).await;
+    times_out_when_the_server_never_answers(fetch).await;
+}
+
+#[wasm_bindgen_test]
+async fn a_body_that_stalls_times_out() {
+    times_out_when_the_body_stalls(reqwest).await;
+    times_out_when_the_body_stalls(fetch).await;
+}
+
+#[wasm_bindgen_test]
+async fn both_send_the_protocol_headers_and_echo_the_sync_token() {
+    sends_the_protocol_headers_and_echoes_the_sync_token(reqwest).await;
+    sends_the_protocol_headers_and_echoes_the_sync_token(fetch).await;
+}
+
 #[wasm_bindgen_test]
 async fn nothing_listening_is_a_transport_error() {
-    let server = start(SILENT_SERVER).await;
-    let url = url(&server);
-    close(&server);
-    let got = ReqwestTransport::new(&url, "t", 5_000).unwrap().post("/", "[]".to_owned(), None).await;
-    assert!(matches!(got, Err(RedisError::Transport(_))), "{got:?}");
-}
-
-// The Worker's own transport over the global `fetch`: the same contract.
-
-#[wasm_bindgen_test]
-async fn fetch_transport_times_out_on_a_server_that_never_answers() {
-    let server = start(SILENT_SERVER).await;
-    let transport = FetchTransport::new(&url(&server), "t", 100).unwrap();
-    let got = transport.post("/", "[\"PING\"]".to_owned(), None).await;
-    close(&server);
-    assert_eq!(got, Err(RedisError::Timeout(100)));
+    reports_nothing_listening_as_a_transport_error(reqwest).await;
+    reports_nothing_listening_as_a_transport_error(fetch).await;
 }
 
 #[wasm_bindgen_test]
-async fn fetch_transport_times_out_on_a_body_that_stalls() {
-    let server = start(STALLING_SERVER).await;
-    let transport = FetchTransport::new(&url(&server), "t", 100).unwrap();
-    let got = transport.post("/", "[\"PING\"]".to_owned(), None).await;
-    close(&server);
-    assert_eq!(got, Err(RedisError::Timeout(100)));
-}
-
-#[wasm_bindgen_test]
-async fn fetch_transport_sends_the_protocol_headers_and_echoes_the_sync_token() {
-    let server = start(RECORDING_SERVER).await;
-    let client = Client::new(FetchTransport::new(&format!("{}/", url(&server)), "secret", 5_000).unwrap());
-    assert_eq!(client.command(Command::get("a")).await, Ok(Reply::Ok));
-    assert_eq!(client.sync_token().as_deref(), Some("w-1"));
-    // The recording server answers a single result to every path, which a pipeline refuses.
-    assert!(matches!(client.pipeline(vec![Command::get("b")]).await, Err(RedisError::Malformed(_))));
-    close(&server);
-    let first = get(&server, &["seen", "0"]);
-    let second = get(&server, &["seen", "1"]);
-    assert_eq!(get(&first, &["url"]).as_string().as_deref(), Some("/"));
-    assert_eq!(get(&first, &["body"]).as_string().as_deref(), Some("[\"GET\",\"a\"]"));
-    assert_eq!(get(&first, &["headers", "authorization"]).as_string().as_deref(), Some("Bearer secret"));
-    assert_eq!(get(&first, &["headers", "upstash-encoding"]).as_string().as_deref(), Some("base64"));
-    assert_eq!(get(&first, &["headers", "content-type"]).as_string().as_deref(), Some("application/json"));
-    assert!(get(&first, &["headers", "upstash-sync-token"]).is_undefined());
-    assert_eq!(get(&second, &["url"]).as_string().as_deref(), Some("/pipeline"));
-    assert_eq!(get(&second, &["headers", "upstash-sync-token"]).as_string().as_deref(), Some("w-1"));
-}
-
-#[wasm_bindgen_test]
-async fn fetch_transport_reports_nothing_listening_as_a_transport_error() {
-    let server = start(SILENT_SERVER).await;
-    let url = url(&server);
-    close(&server);
-    let got = FetchTransport::new(&url, "t", 5_000).unwrap().post("/", "[]".to_owned(), None).await;
-    assert!(matches!(got, Err(RedisError::Transport(_))), "{got:?}");
-}
-
-#[wasm_bindgen_test]
-fn fetch_transport_refuses_a_url_without_a_host() {
+fn the_fetch_transport_refuses_a_url_without_a_host_or_a_bad_token() {
     assert!(FetchTransport::new("127.0.0.1:8079", "t", 50).is_err());
     assert!(FetchTransport::new("http://", "t", 50).is_err());
     assert!(FetchTransport::new("http://127.0.0.1:8079", "bad\ntoken", 50).is_err());

@@ -7,14 +7,11 @@
 //! ignored, and the runtime cancels it when the invocation ends); one that completes costs nothing
 //! more.
 
-use std::cell::Cell;
-use std::rc::Rc;
-
 use futures::future::{select, Either};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
-use super::transport::{ENCODING_HEADER, MAX_TIMEOUT_MS, SYNC_TOKEN_HEADER};
+use super::transport::{Budget, ENCODING_HEADER, SYNC_TOKEN_HEADER};
 use super::{HttpReply, RedisError, Transport};
 
 /// The Upstash REST protocol over the global `fetch`.
@@ -22,9 +19,7 @@ use super::{HttpReply, RedisError, Transport};
 pub struct FetchTransport {
     base_url: String,
     authorization: String,
-    timeout_ms: u32,
-    first_budget_ms: u32,
-    warm: Rc<Cell<bool>>,
+    budget: Budget,
 }
 
 impl FetchTransport {
@@ -42,24 +37,14 @@ impl FetchTransport {
         Ok(Self {
             base_url: trimmed.to_owned(),
             authorization: format!("Bearer {token}"),
-            timeout_ms: timeout_ms.clamp(1, MAX_TIMEOUT_MS),
-            first_budget_ms: 0,
-            warm: Rc::new(Cell::new(false)),
+            budget: Budget::new(timeout_ms),
         })
     }
 
     /// Gives requests up to `ms` until one has completed (connection set-up).
     pub fn with_first_request_budget(mut self, ms: u32) -> Self {
-        self.first_budget_ms = ms.min(MAX_TIMEOUT_MS);
+        self.budget = self.budget.with_first(ms);
         self
-    }
-
-    fn budget_ms(&self) -> u32 {
-        if self.warm.get() {
-            self.timeout_ms
-        } else {
-            self.timeout_ms.max(self.first_budget_ms)
-        }
     }
 }
 
@@ -72,7 +57,7 @@ fn reason(e: &JsValue) -> String {
 
 impl Transport for FetchTransport {
     async fn post(&self, path: &str, body: String, sync_token: Option<String>) -> Result<HttpReply, RedisError> {
-        let budget = self.budget_ms();
+        let budget = self.budget.next_ms();
         let headers = web_sys::Headers::new().map_err(|e| RedisError::Transport(reason(&e)))?;
         let set = |name: &str, value: &str| headers.append(name, value).map_err(|e| RedisError::Transport(reason(&e)));
         set("authorization", &self.authorization)?;
@@ -105,7 +90,7 @@ impl Transport for FetchTransport {
         match select(work, timer).await {
             Either::Left((result, _)) => {
                 if result.is_ok() {
-                    self.warm.set(true);
+                    self.budget.completed();
                 }
                 result
             }

@@ -56,11 +56,48 @@ pub struct ReqwestTransport {
     http: reqwest::Client,
     base_url: String,
     authorization: HeaderValue,
+    budget: Budget,
+}
+
+/// A transport's time budget per request: `timeout_ms`, or more for requests made before the
+/// first one has completed (connection set-up). Clones share whether the first has completed.
+#[derive(Debug, Clone)]
+pub(super) struct Budget {
     timeout_ms: u32,
-    /// Budget until a first request has completed (connection set-up), ms.
-    first_budget_ms: u32,
-    /// Whether a request has completed yet.
+    first_ms: u32,
     warm: Rc<Cell<bool>>,
+}
+
+impl Budget {
+    /// `timeout_ms` per request (kept within 1..=`i32::MAX`), no first-request allowance.
+    pub(super) fn new(timeout_ms: u32) -> Self {
+        Self { timeout_ms: timeout_ms.clamp(1, MAX_TIMEOUT_MS), first_ms: 0, warm: Rc::new(Cell::new(false)) }
+    }
+
+    /// Allows up to `ms` until a request has completed.
+    pub(super) fn with_first(mut self, ms: u32) -> Self {
+        self.first_ms = ms.min(MAX_TIMEOUT_MS);
+        self
+    }
+
+    /// The configured per-request budget, ms.
+    pub(super) fn timeout_ms(&self) -> u32 {
+        self.timeout_ms
+    }
+
+    /// The budget of the next request, ms.
+    pub(super) fn next_ms(&self) -> u32 {
+        if self.warm.get() {
+            self.timeout_ms
+        } else {
+            self.timeout_ms.max(self.first_ms)
+        }
+    }
+
+    /// Notes that a request completed: from now on the plain timeout applies.
+    pub(super) fn completed(&self) {
+        self.warm.set(true);
+    }
 }
 
 /// A first-request budget that suits a Worker: DNS, TCP and TLS to a REST endpoint take tens to
@@ -82,34 +119,18 @@ impl ReqwestTransport {
         let http = reqwest::Client::builder()
             .build()
             .map_err(|e| RedisError::Transport(format!("cannot build HTTP client: {}", error_chain(&e))))?;
-        Ok(Self {
-            http,
-            base_url: trimmed.to_owned(),
-            authorization,
-            timeout_ms: timeout_ms.clamp(1, MAX_TIMEOUT_MS),
-            first_budget_ms: 0,
-            warm: Rc::new(Cell::new(false)),
-        })
+        Ok(Self { http, base_url: trimmed.to_owned(), authorization, budget: Budget::new(timeout_ms) })
     }
 
     /// The per-request time budget in milliseconds (once warm; see [`COLD_TIMEOUT_MS`]).
     pub fn timeout_ms(&self) -> u32 {
-        self.timeout_ms
+        self.budget.timeout_ms()
     }
 
     /// Gives requests up to `ms` until one has completed (when that exceeds the timeout).
     pub fn with_first_request_budget(mut self, ms: u32) -> Self {
-        self.first_budget_ms = ms.min(MAX_TIMEOUT_MS);
+        self.budget = self.budget.with_first(ms);
         self
-    }
-
-    /// The budget of the next request.
-    fn budget_ms(&self) -> u32 {
-        if self.warm.get() {
-            self.timeout_ms
-        } else {
-            self.timeout_ms.max(self.first_budget_ms)
-        }
     }
 
     /// The base URL without a trailing slash.
@@ -129,7 +150,7 @@ impl ReqwestTransport {
 impl Transport for ReqwestTransport {
     async fn post(&self, path: &str, body: String, sync_token: Option<String>) -> Result<HttpReply, RedisError> {
         let url = format!("{}{}", self.base_url, path);
-        let budget_ms = self.budget_ms();
+        let budget_ms = self.budget.next_ms();
         let mut request = self
             .http
             .post(url)
@@ -148,7 +169,7 @@ impl Transport for ReqwestTransport {
         // The deadline covers the body too: natively `timeout` is total, on wasm32 the abort
         // signal stays armed while the response is alive.
         let body = response.bytes().await.map_err(|e| self.classify(&e, budget_ms))?.to_vec();
-        self.warm.set(true);
+        self.budget.completed();
         Ok(HttpReply { status, body, sync_token })
     }
 }
