@@ -185,6 +185,7 @@ impl Origin for FakeOrigin {
 enum Val {
     Str(Vec<u8>),
     Set(BTreeSet<Vec<u8>>),
+    Hash(std::collections::BTreeMap<Vec<u8>, Vec<u8>>),
 }
 
 /// A tiny in-memory Redis behind the REST protocol, with the cache's scripts built in.
@@ -325,6 +326,54 @@ impl FakeRedis {
                 Some((_, None)) => -1,
                 Some((_, Some(e))) => (*e - now) as i64,
             })),
+            "PING" => Ok(Reply::Bulk(b"PONG".to_vec())),
+            "HSETNX" | "HSET" | "HINCRBY" => {
+                let slot = data.entry(s(1)).or_insert_with(|| (Val::Hash(Default::default()), None));
+                let Val::Hash(hash) = &mut slot.0 else {
+                    return Err("WRONGTYPE".into());
+                };
+                let field = args.get(2).cloned().unwrap_or_default();
+                let value = args.get(3).cloned().unwrap_or_default();
+                match name.as_str() {
+                    "HSETNX" if hash.contains_key(&field) => Ok(Reply::Int(0)),
+                    "HINCRBY" => {
+                        let by: i64 = s(3).parse().map_err(|_| "ERR not an integer")?;
+                        let old: i64 =
+                            hash.get(&field).and_then(|v| String::from_utf8_lossy(v).parse().ok()).unwrap_or(0);
+                        hash.insert(field, (old + by).to_string().into_bytes());
+                        Ok(Reply::Int(old + by))
+                    }
+                    _ => Ok(Reply::Int(i64::from(hash.insert(field, value).is_none()))),
+                }
+            }
+            "HGET" => match data.get(&s(1)) {
+                Some((Val::Hash(h), _)) => {
+                    Ok(h.get(args.get(2).map_or(&[][..], |a| a)).map_or(Reply::Nil, |v| Reply::Bulk(v.clone())))
+                }
+                _ => Ok(Reply::Nil),
+            },
+            "HGETALL" => match data.get(&s(1)) {
+                Some((Val::Hash(h), _)) => Ok(Reply::Array(
+                    h.iter().flat_map(|(k, v)| [Reply::Bulk(k.clone()), Reply::Bulk(v.clone())]).collect(),
+                )),
+                _ => Ok(Reply::Array(vec![])),
+            },
+            "HDEL" => match data.get_mut(&s(1)) {
+                Some((Val::Hash(h), _)) => {
+                    Ok(Reply::Int((2..args.len()).filter(|&i| h.remove(&args[i]).is_some()).count() as i64))
+                }
+                _ => Ok(Reply::Int(0)),
+            },
+            "SCAN" => {
+                let pattern = s(3);
+                let prefix = pattern.trim_end_matches('*');
+                let found: Vec<Reply> = data
+                    .keys()
+                    .filter(|k| k.starts_with(prefix))
+                    .map(|k| Reply::Bulk(k.clone().into_bytes()))
+                    .collect();
+                Ok(Reply::Array(vec![Reply::Bulk(b"0".to_vec()), Reply::Array(found)]))
+            }
             "PUBLISH" => {
                 self.published.borrow_mut().push((s(1), s(2)));
                 Ok(Reply::Int(0))
@@ -367,7 +416,10 @@ impl FakeRedis {
         }
         let override_key = keys.first().map(text).unwrap_or_default();
         let subject = override_key.split('{').nth(1).and_then(|r| r.split('}').next()).unwrap_or_default().to_owned();
-        let stored = self.get(&override_key).and_then(|b| String::from_utf8(b).ok());
+        let stored = match self.data.borrow().get(&override_key) {
+            Some((Val::Str(v), _)) => String::from_utf8(v.clone()).ok(),
+            _ => None,
+        };
         let mut model = self.limits.borrow_mut();
         model.set_override(&subject, stored.and_then(|json| Override::parse_json(&json).ok()));
         let check = Check {
