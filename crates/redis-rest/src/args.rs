@@ -30,6 +30,8 @@ pub enum ArgsError {
     BadArgument(&'static str),
     #[error("ERR max request size exceeded")]
     TooLarge,
+    #[error("ERR request body not received within {0} s")]
+    BodyTimeout(u64),
 }
 
 /// Parses `POST /` bodies: `["CMD", arg, …]`.
