@@ -143,8 +143,8 @@ async fn route(app: &App, req: Request<Incoming>) -> (Outcome, bool) {
         return (Outcome::Answer(admin(app, &req)), false);
     }
     if let Some(parsed) = subscribe::parse_path(path) {
-        app.gateway.stats().count_request(Endpoint::Subscribe);
-        return (subscription(app, parsed, req).await, true);
+        // Not a command endpoint: counted in `/_rest/levels`, not in the request counters.
+        return (subscription(app, parsed, req).await, false);
     }
     let endpoint = match path {
         "/" => Endpoint::Single,
@@ -221,8 +221,6 @@ async fn upstash(app: &App, endpoint: Endpoint, req: Request<Incoming>) -> Answe
             Ok(cmds) => multi_exec(app, cmds, enc).await,
             Err(e) => bad_request(&e),
         },
-        // Routed to `subscription` before this point.
-        Endpoint::Subscribe => Answer::not_found(),
         Endpoint::Path => {
             let path = req.uri().path().to_owned();
             let query = req.uri().query().map(str::to_owned);
@@ -359,15 +357,9 @@ async fn probe(app: &App) -> Result<(), String> {
 fn admin(app: &App, req: &Request<Incoming>) -> Answer {
     let stats = app.gateway.stats();
     match (req.uri().path(), req.method()) {
-        ("/_rest/stats", &Method::GET | &Method::HEAD) => {
-            let gauges = crate::stats::Gauges {
-                connections_open: app.connections.open_now(),
-                connections_max: app.connections.max,
-                subscriptions_open: app.subscriptions.open_now(),
-                subscriptions_opened: app.subscriptions.opened_total(),
-            };
-            Answer::json(StatusCode::OK, stats.to_json_with(&gauges), 0)
-        }
+        ("/_rest/stats", &Method::GET | &Method::HEAD) => Answer::json(StatusCode::OK, stats.to_json(), 0),
+        ("/_rest/levels", &Method::GET | &Method::HEAD) => Answer::json(StatusCode::OK, levels(app), 0),
+        ("/_rest/levels", _) => Answer::method_not_allowed("GET, HEAD"),
         ("/_rest/stats", _) => Answer::method_not_allowed("GET, HEAD"),
         ("/_rest/stats/reset", &Method::POST) => {
             stats.reset();
@@ -376,6 +368,18 @@ fn admin(app: &App, req: &Request<Incoming>) -> Answer {
         ("/_rest/stats/reset", _) => Answer::method_not_allowed("POST"),
         _ => Answer::not_found(),
     }
+}
+
+/// `{"connections":{"open":N,"max":N},"subscriptions":{"open":N,"opened":N}}`: levels at
+/// this moment (never reset), `opened` counting streams since start.
+fn levels(app: &App) -> String {
+    format!(
+        r#"{{"connections":{{"open":{},"max":{}}},"subscriptions":{{"open":{},"opened":{}}}}}"#,
+        app.connections.open_now(),
+        app.connections.max,
+        app.subscriptions.open_now(),
+        app.subscriptions.opened_total()
+    )
 }
 
 fn welcome() -> Answer {

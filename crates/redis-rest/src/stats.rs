@@ -24,13 +24,10 @@ pub enum Endpoint {
     MultiExec,
     /// `/CMD/arg…`
     Path,
-    /// `/subscribe/…` and `/psubscribe/…`
-    Subscribe,
 }
 
 impl Endpoint {
-    const ALL: [Endpoint; 5] =
-        [Endpoint::Single, Endpoint::Pipeline, Endpoint::MultiExec, Endpoint::Path, Endpoint::Subscribe];
+    const ALL: [Endpoint; 4] = [Endpoint::Single, Endpoint::Pipeline, Endpoint::MultiExec, Endpoint::Path];
 
     /// Stable name used in the stats JSON.
     pub fn as_str(self) -> &'static str {
@@ -39,7 +36,6 @@ impl Endpoint {
             Endpoint::Pipeline => "pipeline",
             Endpoint::MultiExec => "multi_exec",
             Endpoint::Path => "path",
-            Endpoint::Subscribe => "subscribe",
         }
     }
 
@@ -48,19 +44,9 @@ impl Endpoint {
     }
 }
 
-/// Levels read at the moment of the report (never reset).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Gauges {
-    pub connections_open: usize,
-    pub connections_max: usize,
-    pub subscriptions_open: usize,
-    /// Streams opened since start.
-    pub subscriptions_opened: u64,
-}
-
 #[derive(Debug, Default)]
 pub struct Stats {
-    http: [AtomicU64; 5],
+    http: [AtomicU64; 4],
     commands: AtomicU64,
     by_name: Mutex<HashMap<String, u64>>,
     errors: AtomicU64,
@@ -108,19 +94,7 @@ impl Stats {
         self.by_name.lock().unwrap_or_else(|e| e.into_inner()).clear();
     }
 
-    /// [`Stats::to_json`] plus `"connections":{"open":N,"max":N},
-    /// "subscriptions":{"open":N,"opened":N}`.
-    pub fn to_json_with(&self, g: &Gauges) -> String {
-        let mut out = self.to_json();
-        out.pop();
-        out.push_str(&format!(
-            ",\"connections\":{{\"open\":{},\"max\":{}}},\"subscriptions\":{{\"open\":{},\"opened\":{}}}}}",
-            g.connections_open, g.connections_max, g.subscriptions_open, g.subscriptions_opened
-        ));
-        out
-    }
-
-    /// `{"http_requests":{"total":N,"single":N,"pipeline":N,"multi_exec":N,"path":N,"subscribe":N},
+    /// `{"http_requests":{"total":N,"single":N,"pipeline":N,"multi_exec":N,"path":N},
     ///   "commands":{"total":N,"by_name":{"get":N,…}},"errors":N}` (names sorted).
     pub fn to_json(&self) -> String {
         let http: Vec<u64> = self.http.iter().map(|c| c.load(Ordering::Relaxed)).collect();
@@ -167,18 +141,13 @@ mod tests {
         s.count_errors(2);
         assert_eq!(
             s.to_json(),
-            r#"{"http_requests":{"total":3,"single":0,"pipeline":2,"multi_exec":0,"path":1,"subscribe":0},"commands":{"total":3,"by_name":{"evalsha":1,"get":2}},"errors":2}"#
+            r#"{"http_requests":{"total":3,"single":0,"pipeline":2,"multi_exec":0,"path":1},"commands":{"total":3,"by_name":{"evalsha":1,"get":2}},"errors":2}"#
         );
         s.reset();
         assert_eq!(
             s.to_json(),
-            r#"{"http_requests":{"total":0,"single":0,"pipeline":0,"multi_exec":0,"path":0,"subscribe":0},"commands":{"total":0,"by_name":{}},"errors":0}"#
+            r#"{"http_requests":{"total":0,"single":0,"pipeline":0,"multi_exec":0,"path":0},"commands":{"total":0,"by_name":{}},"errors":0}"#
         );
-        let g = Gauges { connections_open: 3, connections_max: 512, subscriptions_open: 1, subscriptions_opened: 4 };
-        let v: serde_json::Value = serde_json::from_str(&s.to_json_with(&g)).unwrap_or_default();
-        assert_eq!(v["connections"], serde_json::json!({"open": 3, "max": 512}));
-        assert_eq!(v["subscriptions"], serde_json::json!({"open": 1, "opened": 4}));
-        assert_eq!(v["errors"], serde_json::json!(0));
     }
 
     #[test]

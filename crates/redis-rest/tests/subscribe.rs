@@ -100,21 +100,21 @@ async fn each_stream_has_its_own_redis_connection_released_when_the_client_leave
     b.until("data: subscribe,two,1").await;
     assert_eq!(redis_clients(port), baseline + 2);
     assert_eq!(redis_subscribers(port), 2);
-    let stats = s.stats().await;
-    assert_eq!(stats["subscriptions"], json!({"open": 2, "opened": 2}));
-    assert_eq!(stats["http_requests"]["subscribe"], json!(2));
+    assert_eq!(s.levels().await["subscriptions"], json!({"open": 2, "opened": 2}));
+    // Streams are not command requests.
+    assert_eq!(s.stats().await["http_requests"]["total"], json!(1));
     // Commands still flow through the pool meanwhile.
     assert_eq!(s.result(json!(["PUBLISH", "one", "x"])).await, json!(1));
 
     drop(a);
     assert!(eventually(Duration::from_secs(5), || redis_clients(port) == baseline + 1).await);
     assert_eq!(redis_subscribers(port), 1);
-    assert_eq!(s.stats().await["subscriptions"]["open"], json!(1));
+    assert_eq!(s.levels().await["subscriptions"]["open"], json!(1));
     assert_eq!(s.result(json!(["PUBLISH", "one", "x"])).await, json!(0));
     drop(b);
     assert!(eventually(Duration::from_secs(5), || redis_clients(port) == baseline).await);
     assert_eq!(redis_subscribers(port), 0);
-    assert_eq!(s.stats().await["subscriptions"], json!({"open": 0, "opened": 2}));
+    assert_eq!(s.levels().await["subscriptions"], json!({"open": 0, "opened": 2}));
 }
 
 #[tokio::test]
@@ -164,7 +164,7 @@ async fn refuses_bad_subscription_requests_like_commands() {
     // SUBSCRIBE as a command (not the stream endpoint) is still refused, and MONITOR too.
     assert_eq!(s.cmd(json!(["SUBSCRIBE", "x"])).await.0, 400);
     assert_eq!(s.get("/monitor").await.json(), json!({"error": "ERR Command is not available: 'monitor'"}));
-    assert_eq!(s.stats().await["subscriptions"]["opened"], json!(0));
+    assert_eq!(s.levels().await["subscriptions"]["opened"], json!(0));
 }
 
 #[tokio::test]
@@ -177,13 +177,13 @@ async fn the_stream_ends_when_redis_goes_away() {
         tokio::time::timeout(Duration::from_secs(5), async { while let Ok(Some(_)) = stream.resp.chunk().await {} })
             .await;
     assert!(end.is_ok(), "the stream outlived its Redis connection");
-    let mut open = s.stats().await["subscriptions"]["open"].clone();
+    let mut open = s.levels().await["subscriptions"]["open"].clone();
     for _ in 0..100 {
         if open == json!(0) {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
-        open = s.stats().await["subscriptions"]["open"].clone();
+        open = s.levels().await["subscriptions"]["open"].clone();
     }
     assert_eq!(open, json!(0));
 }

@@ -315,6 +315,13 @@ impl Stack {
         a.json()
     }
 
+    /// `GET /_rest/levels`: open connections and subscriptions.
+    pub async fn levels(&self) -> Value {
+        let a = self.get("/_rest/levels").await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        a.json()
+    }
+
     pub async fn reset_stats(&self) {
         let a = self.post("/_rest/stats/reset", "").await;
         assert_eq!(a.status, 200, "{}", a.text());
