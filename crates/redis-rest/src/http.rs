@@ -43,6 +43,9 @@ pub struct App {
     verbose: bool,
     sync_tokens: SyncTokens,
     health: Mutex<Option<Probe>>,
+    /// `Keep-Alive: timeout=N`: tells clients when an idle connection will be closed (the
+    /// header timeout), so that they stop reusing it first.
+    keep_alive: Option<http::HeaderValue>,
 }
 
 /// The last `/health` probe: when it finished and what it found.
@@ -98,6 +101,7 @@ impl App {
             verbose: config.verbose,
             sync_tokens: SyncTokens::new(),
             health: Mutex::new(None),
+            keep_alive: http::HeaderValue::from_str(&format!("timeout={}", config.header_timeout().as_secs())).ok(),
         }
     }
 }
@@ -123,6 +127,10 @@ pub async fn handle(app: Arc<App>, req: Request<Incoming>) -> Result<Response<Bo
         }
         Outcome::Stream(body) => (StatusCode::OK, respond::event_stream(body, &app.sync_tokens)),
     };
+    let mut response = response;
+    if let Some(v) = &app.keep_alive {
+        response.headers_mut().insert("keep-alive", v.clone());
+    }
     if let Some(path) = path {
         // The query is left out: it may carry `_token`.
         eprintln!("{method} {path} -> {} ({} us)", status.as_u16(), started.elapsed().as_micros());
