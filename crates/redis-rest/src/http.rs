@@ -72,7 +72,7 @@ impl Connections {
     }
 }
 
-/// Response body format asked for by `Upstash-Response-Format` (protocol §7).
+/// Response body format asked for by `Upstash-Response-Format` (`docs/upstash-rest-protocol.md` §7).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Format {
     Json,

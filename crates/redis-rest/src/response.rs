@@ -1,5 +1,5 @@
 //! Every HTTP answer in one place: status, JSON (or RESP2) body, `Content-Type` and a fresh
-//! `Upstash-Sync-Token` on every response, errors included (protocol §5, §8).
+//! `Upstash-Sync-Token` on every response, errors included (`docs/upstash-rest-protocol.md` §5, §8).
 
 use std::collections::hash_map::RandomState;
 use std::convert::Infallible;

@@ -1,4 +1,4 @@
-//! Scripting over REST (protocol §9): NOSCRIPT passes through, flagged scripts are normalized and
+//! Scripting over REST (`docs/upstash-rest-protocol.md` §9): NOSCRIPT passes through, flagged scripts are normalized and
 //! their client-side SHA aliased, in single commands, pipelines and transactions.
 #![cfg(not(target_arch = "wasm32"))]
 
