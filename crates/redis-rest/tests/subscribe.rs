@@ -187,3 +187,17 @@ async fn the_stream_ends_when_redis_goes_away() {
     }
     assert_eq!(open, json!(0));
 }
+
+#[tokio::test]
+async fn shutdown_ends_open_streams_and_exits_promptly() {
+    let mut s = Stack::start().await;
+    let mut stream = Stream::open(&s, "/subscribe/until-shutdown").await;
+    stream.until("data: subscribe,until-shutdown,1").await;
+    let status = s.rest.terminate(Duration::from_secs(4)).expect("exited while a stream was open");
+    assert!(status.success(), "{status:?}");
+    let end =
+        tokio::time::timeout(Duration::from_secs(2), async { while let Ok(Some(_)) = stream.resp.chunk().await {} })
+            .await;
+    assert!(end.is_ok(), "the stream did not end");
+    assert_eq!(redis_subscribers(s.redis.port), 0);
+}
