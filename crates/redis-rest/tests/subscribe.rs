@@ -201,3 +201,14 @@ async fn shutdown_ends_open_streams_and_exits_promptly() {
     assert!(end.is_ok(), "the stream did not end");
     assert_eq!(redis_subscribers(s.redis.port), 0);
 }
+
+#[tokio::test]
+async fn an_open_stream_outlives_the_header_timeout() {
+    // The header timeout closes connections waiting for a request head; a stream is not.
+    let s = Stack::start_with(&["--header-timeout-ms", "200", "--sse-keepalive-ms", "60000"]).await;
+    let mut stream = Stream::open(&s, "/subscribe/long").await;
+    stream.until("data: subscribe,long,1").await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(s.result(json!(["PUBLISH", "long", "still here"])).await, json!(1));
+    stream.until("data: message,long,still here\n\n").await;
+}
