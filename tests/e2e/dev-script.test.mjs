@@ -50,6 +50,8 @@ describe("the readiness probe", () => {
     assert.equal(first.status, 200);
     assert.equal(first.headers.get("x-ratelimit-limit"), "30");
     assert.equal(first.headers.get("x-ratelimit-remaining"), "29", "the probes left the anonymous quota whole");
+    const checked = (await stack.redisRest.stats()).commands.by_name;
+    assert.equal((checked.evalsha ?? 0) + (checked.eval ?? 0), 1, "a gated request does run the limit script");
   });
 
   test("fails when the server behind the URL is gone", async () => {
@@ -70,7 +72,8 @@ dir=$1
 start_bg "$dir/a.log" sleep 300                                # a server, like redis-server
 start_bg "$dir/b.log" bash -c 'sleep 300 & sleep 300 & wait'   # a server with children (npm → node → workerd)
 start_bg - bash -c 'sleep 300 & wait'                          # shares the output, like wrangler
-{ echo "$$"; printf '%s\\n' "\${TOLLGATE_STARTED[@]}"; } >"$dir/pids.tmp"
+readers=$(pipe_readers 1 | tr '\\n' ' ')
+{ echo "$$"; echo "$readers"; printf '%s\\n' "\${TOLLGATE_STARTED[@]}"; } >"$dir/pids.tmp"
 mv "$dir/pids.tmp" "$dir/pids"
 echo "driver: started \${TOLLGATE_STARTED[*]}"
 status=0
@@ -97,23 +100,29 @@ async function waitFor(what, probe, timeoutMs) {
 }
 
 /**
- * Starts the driver under `wrapper` (a bash -c script: $0 = driver, $1 = its dir, $2 = a file for
- * the wrapper to write to) in a process group of its own, as a terminal runs a pipeline.
+ * Starts the driver under `wrapper` (a bash -c script: $0 = driver, $1 = its dir) in a process
+ * group of its own, as a terminal runs a pipeline.
  */
 async function startDriver(wrapper) {
   const dir = mkdtempSync(path.join(tmpdir(), "tollgate-dev-signals-"));
   const driver = path.join(dir, "driver.sh");
   writeFileSync(driver, DRIVER, { mode: 0o755 });
-  const shell = spawn("bash", ["-c", wrapper, driver, dir, path.join(dir, "wrapper.out")], { detached: true, stdio: "ignore" });
+  const shell = spawn("bash", ["-c", wrapper, driver, dir], { detached: true, stdio: "ignore" });
   const exited = new Promise((resolve) => shell.once("exit", resolve));
   await waitFor("the driver's PID file", () => existsSync(path.join(dir, "pids")), 10_000);
-  const [driverPid, ...groups] = readFileSync(path.join(dir, "pids"), "utf8").trim().split("\n").map(Number);
+  const [driverLine, readersLine, ...groupLines] = readFileSync(path.join(dir, "pids"), "utf8").trim().split("\n");
+  const driverPid = Number(driverLine);
+  // The processes reading the driver's output (tee), as scripts/lib.sh's pipe_readers found them.
+  const readers = readersLine.trim().split(/\s+/).filter(Boolean).map(Number);
+  const groups = groupLines.map(Number);
   assert.equal(groups.length, 3);
-  for (const g of groups) assert.ok(groupAlive(g), `group ${g} runs`);
+  // start_bg's setsid makes each child a group leader a moment after its PID is known.
+  await waitFor("every started process group to run", () => groups.every(groupAlive), 10_000);
   return {
     dir,
     shell,
     driverPid,
+    readers,
     groups,
     exited,
     /** Every group the driver started is gone, and the driver has exited. */
@@ -165,13 +174,11 @@ describe("stopping every child", () => {
   }
 
   test("the output pipe closing (tee ends) stops every child, with nothing written meanwhile", async () => {
-    // Backgrounded so that the wrapper can name tee's PID ($! of a pipeline is its last command).
-    const d = await startDriver(`"$0" "$1" 2>&1 | tee "$1/log" >/dev/null & echo "$!" >"$2"; wait`);
+    const d = await startDriver(FOREGROUND_TEE);
     try {
-      const teePid = Number(readFileSync(path.join(d.dir, "wrapper.out"), "utf8").trim());
-      assert.ok(teePid > 0);
-      await sleep(700); // the driver is waiting, writing nothing
-      process.kill(teePid, "SIGTERM");
+      assert.equal(d.readers.length, 1, "tee is the one reader of the driver's output");
+      await sleep(1_500); // the driver is waiting, writing nothing
+      process.kill(d.readers[0], "SIGTERM");
       await d.assertAllStopped();
     } finally {
       d.cleanup();
@@ -179,10 +186,10 @@ describe("stopping every child", () => {
   });
 
   test("Ctrl-C after tee has ended (a message into the closed pipe) still stops every child", async () => {
-    const d = await startDriver(`"$0" "$1" 2>&1 | tee "$1/log" >/dev/null & echo "$!" >"$2"; wait`);
+    const d = await startDriver(FOREGROUND_TEE);
     try {
-      const teePid = Number(readFileSync(path.join(d.dir, "wrapper.out"), "utf8").trim());
-      process.kill(teePid, "SIGKILL");
+      assert.equal(d.readers.length, 1);
+      process.kill(d.readers[0], "SIGKILL");
       process.kill(d.driverPid, "SIGINT");
       await d.assertAllStopped();
     } finally {
