@@ -51,7 +51,7 @@ describe("the readiness probe", () => {
     assert.equal(first.headers.get("x-ratelimit-limit"), "30");
     assert.equal(first.headers.get("x-ratelimit-remaining"), "29", "the probes left the anonymous quota whole");
     const checked = (await stack.redisRest.stats()).commands.by_name;
-    assert.equal((checked.evalsha ?? 0) + (checked.eval ?? 0), 1, "a gated request does run the limit script");
+    assert.ok((checked.evalsha ?? 0) + (checked.eval ?? 0) >= 1, "a gated request does run the limit script");
   });
 
   test("fails when the server behind the URL is gone", async () => {
