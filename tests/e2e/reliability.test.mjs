@@ -293,7 +293,8 @@ describe("Redis stops and starts mid-run, 40 ms away", () => {
     const byPhase = (rs) => Object.fromEntries(["before", "outage", "after"].map((p) => [p, { status: tally(rs.filter((r) => r.phase === p), "status"), mode: tally(rs.filter((r) => r.phase === p), "mode") }]));
     t.diagnostic(`quota route (60/h, fixed window): ${quota.length} requests, ${quotaAllowed} allowed; ${JSON.stringify(byPhase(quota))}`);
     t.diagnostic(`BASIC key on a local route (100/h): ${basic.length + 1} requests, ${basicAllowed} allowed; ${JSON.stringify(byPhase(basic))}`);
-    t.diagnostic(`header problems: ${problems.length}${problems.length ? `; first: ${problems[0]}` : ""}`);
+    const kinds = problems.reduce((acc, p) => ({ ...acc, [p.split(":")[0]]: (acc[p.split(":")[0]] ?? 0) + 1 }), {});
+    t.diagnostic(`header problems: ${problems.length} of ${quota.length + basic.length} answers ${JSON.stringify(kinds)}${problems.length ? `; first: ${problems[0]}` : ""}`);
     assert.ok(quota.length > 60 && basic.length > 100, "enough load to exhaust both quotas");
     assert.ok(quotaAllowed <= 60, `the 60/h route admitted ${quotaAllowed}`);
     assert.ok(basicAllowed <= 100, `the 100/h BASIC tier admitted ${basicAllowed}`);
@@ -326,7 +327,7 @@ describe("Redis stops and starts mid-run, 40 ms away", () => {
       return since !== null && Date.now() - since >= STABLE_MS;
     };
     const phases = (async () => {
-      await sleep(1_500);
+      await sleep(2_500);
       await stack.redis.stop();
       stoppedAt = Date.now();
       phase = "outage";
@@ -362,8 +363,12 @@ describe("Redis stops and starts mid-run, 40 ms away", () => {
     ]);
 
     const of = (route, p) => results.filter((r) => r.route === route && (!p || r.phase === p));
+    const p50 = (rs) => {
+      const ms = rs.map((r) => r.at - r.started).sort((a, b) => a - b);
+      return ms.length ? ms[Math.floor(ms.length / 2)] : null;
+    };
     for (const route of ROUTES) {
-      t.diagnostic(`${route}: ${["before", "outage", "after"].map((p) => `${p} status ${JSON.stringify(tally(of(route, p), "status"))} mode ${JSON.stringify(tally(of(route, p), "mode"))}`).join("; ")}`);
+      t.diagnostic(`${route}: ${["before", "outage", "after"].map((p) => `${p} status ${JSON.stringify(tally(of(route, p), "status"))} mode ${JSON.stringify(tally(of(route, p), "mode"))} p50 ${p50(of(route, p))} ms`).join("; ")}`);
     }
     const back = Object.fromEntries(ROUTES.map((r) => [r, stable(r) ? (backAt(r) - returnedAt) / 1000 : null]));
     t.diagnostic(`redis-rest answered again ${restBackAt ? ((restBackAt - returnedAt) / 1000).toFixed(2) : "never (12 s)"} s after redis-server returned; back in Redis mode for good (s after Redis returned; null = not within 12 s): ${JSON.stringify(back)}`);
@@ -371,7 +376,7 @@ describe("Redis stops and starts mid-run, 40 ms away", () => {
     // Healthy Redis 40 ms away: everything decided in Redis, closed routes serve.
     for (const route of ROUTES) {
       const before = of(route, "before");
-      assert.ok(before.length > 10);
+      assert.ok(before.length > 0, `${route}: no answer came back in the 2.5 s before Redis stopped`);
       assert.deepEqual(tally(before, "mode"), { redis: before.length }, `${route} before the outage`);
     }
     for (const route of ["open", "local"]) {
