@@ -37,15 +37,16 @@ fn show(ctx: &Context, subject: &str, tier: Option<&str>) -> Result<Exit, CliErr
     // The tiers the subject's API keys carry: the registry lists every key with its subject hash.
     let keys_path = format!("{ADMIN_PREFIX}/keys");
     let credentials = match client.get(&keys_path).and_then(|r| r.parse::<KeyList>(&keys_path)) {
-        Ok(list) => Credentials::Known(
-            list.keys.into_iter().filter(|k| k.subject_hash == first_limits.subject_hash).collect(),
-        ),
+        Ok(list) => {
+            Credentials::Known(list.keys.into_iter().filter(|k| k.subject_hash == first_limits.subject_hash).collect())
+        }
         Err(e) => Credentials::Unknown(e.to_string()),
     };
 
     // One view per tier to show: the tier asked for; else, without an override, each tier the
     // subject's keys carry; else what the Worker chose (the override, or its default tier).
-    let mut views = vec![View { chosen: choice(tier, &first_limits, &credentials), body: first.body, limits: first_limits }];
+    let mut views =
+        vec![View { chosen: choice(tier, &first_limits, &credentials), body: first.body, limits: first_limits }];
     if tier.is_none() && views[0].limits.override_.as_ref().is_none_or(Value::is_null) {
         let carried = credentials.tiers();
         if !carried.is_empty() {
@@ -133,7 +134,8 @@ fn json_view(views: &[View], credentials: &Credentials) -> Value {
                 ls.iter()
                     .map(|l| {
                         let mut l = l.clone();
-                        let for_tier = (l.get("scope").and_then(Value::as_str) == Some("tier")).then(|| tier.to_owned());
+                        let for_tier =
+                            (l.get("scope").and_then(Value::as_str) == Some("tier")).then(|| tier.to_owned());
                         if let Some(m) = l.as_object_mut() {
                             m.insert("tier".to_owned(), json!(for_tier));
                         }
@@ -376,7 +378,13 @@ mod tests {
     }
 
     fn key(id: &str, tier: &str) -> KeyInfo {
-        KeyInfo { id: id.into(), tier: tier.into(), subject_hash: "9f8e7d6c5b4a39281706f5e4".into(), name: None, created_ms: None }
+        KeyInfo {
+            id: id.into(),
+            tier: tier.into(),
+            subject_hash: "9f8e7d6c5b4a39281706f5e4".into(),
+            name: None,
+            created_ms: None,
+        }
     }
 
     fn answer(tier: &str, id: &str, limit: u64, remaining: u64) -> Value {
@@ -442,7 +450,10 @@ route-chat-1m  route:chat  gcra               20      1m         20          -
         assert!(text.contains("\ntier         BASIC\n"), "{text}");
         assert!(text.contains("tier-basic-1h  tier:BASIC "), "{text}");
         let unknown = render("user_9", &views, &Credentials::Unknown("HTTP 503".into()), 1_000_000, Style::plain());
-        assert!(unknown.contains("credentials  unknown (the key registry could not be read: HTTP 503); shown"), "{unknown}");
+        assert!(
+            unknown.contains("credentials  unknown (the key registry could not be read: HTTP 503); shown"),
+            "{unknown}"
+        );
     }
 
     #[test]
@@ -452,9 +463,10 @@ route-chat-1m  route:chat  gcra               20      1m         20          -
         assert_eq!(choice(Some("PRO"), &limits, &pro), Chosen::Asked);
         assert_eq!(choice(None, &limits, &pro), Chosen::Credential);
         assert_eq!(choice(None, &limits, &Credentials::Known(Vec::new())), Chosen::Default);
-        let overridden: SubjectLimits =
-            serde_json::from_value(json!({"subject_hash": "x", "tier": "CUSTOM", "override": {"tier": "CUSTOM"}, "limits": []}))
-                .unwrap();
+        let overridden: SubjectLimits = serde_json::from_value(
+            json!({"subject_hash": "x", "tier": "CUSTOM", "override": {"tier": "CUSTOM"}, "limits": []}),
+        )
+        .unwrap();
         assert_eq!(choice(None, &overridden, &pro), Chosen::Override);
     }
 }
