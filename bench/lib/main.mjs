@@ -2,7 +2,10 @@
 // (peer, tollgate, peer, tollgate, ...), and writes bench/results/<date>.{json,md} and latest.md.
 //
 //   node bench/lib/main.mjs [--quick] [--rounds N] [--seconds S] [--threads T] [--connections C]
-//                           [--only id,id] [--keep-tmp]
+//                           [--only id,id] [--keep-tmp] [scenario id ...]
+//
+// `faults` alone (`./bench/run faults`, or `--only faults`) runs only the faults scenario, on its
+// own stack (bench/lib/faults.mjs).
 
 import { execFileSync } from "node:child_process";
 import { createHash, randomBytes } from "node:crypto";
@@ -12,6 +15,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import zlib from "node:zlib";
 
+import { runFaults } from "./faults.mjs";
 import { HOST, cpuNs, machineCpu, sleep, stopAll } from "./proc.mjs";
 import { profileWorker } from "./profile.mjs";
 import { renderMarkdown } from "./report.mjs";
@@ -47,12 +51,14 @@ function parseArgs(argv) {
     else if (a === "--no-profile") o.noProfile = true;
     else if (a === "--no-build") {
       // handled by bench/run
-    } else throw new Error(`unknown option ${a} (see bench/README.md)`);
+    } else if (/^[a-z][a-z0-9-]*$/.test(a)) o.only = [...(o.only ?? []), a]; // `./bench/run faults`
+    else throw new Error(`unknown option ${a} (see bench/README.md)`);
   }
   return o;
 }
 
 const opts = parseArgs(process.argv.slice(2));
+const onlyFaults = Array.isArray(opts.only) && opts.only.length > 0 && opts.only.every((id) => id === "faults");
 const log = (...a) => console.error(`[bench ${new Date().toISOString().slice(11, 19)}]`, ...a);
 
 // ------------------------------------------------------------------------------------------------
@@ -232,6 +238,21 @@ async function main() {
   };
   log(`Tollgate wasm: ${wasm.length} B raw, ${results.build.wasm_gzip_bytes} B gzip (${results.build.status})`);
 
+  const tgModules = () => [
+    { name: "index.js", file: path.join(tgDir, "index.js"), type: "esModule" },
+    { name: mainImport, file: path.join(tgDir, "index_bg.wasm"), type: "wasm" },
+  ];
+  const faults = () =>
+    runFaults({ root: ROOT, tmp, modules: tgModules(), log, phaseSeconds: opts.quick ? 3 : Math.max(3, opts.seconds + 1) });
+  if (onlyFaults) {
+    results.faults_only = true;
+    results.faults = await faults();
+    results.finished_at = new Date().toISOString();
+    results.total_seconds = Math.round((performance.now() - t0) / 1000);
+    results.machine.loadavg_at_end = os.loadavg();
+    return;
+  }
+
   // Peer bundle (esbuild, one ES module).
   const esbuild = await import(path.join(ROOT, "node_modules/esbuild/lib/main.js"));
   const peerDir = path.join(tmp, "peer-build");
@@ -261,10 +282,6 @@ async function main() {
     UPSTASH_REDIS_REST_TOKEN: rest.token,
     ORIGIN_URL: origin.url,
   };
-  const tgModules = (dir) => [
-    { name: "index.js", file: path.join(tgDir, "index.js"), type: "esModule" },
-    { name: mainImport, file: path.join(tgDir, "index_bg.wasm"), type: "wasm" },
-  ];
   const defs = {
     tollgate: {
       label: "Tollgate",
@@ -726,6 +743,12 @@ async function main() {
     }
   }
 
+  // ---------------------------------------------------------------- faults (its own stack)
+  if (selected("faults")) {
+    log("scenario faults: Redis stopped and started, Redis 200 ms away, origin flapping, under load");
+    results.faults = await faults();
+  }
+
   results.finished_at = new Date().toISOString();
   results.total_seconds = Math.round((performance.now() - t0) / 1000);
   results.machine.loadavg_at_end = os.loadavg();
@@ -798,7 +821,8 @@ try {
 const date = results.started_at.slice(0, 10);
 const outDir = path.join(ROOT, "bench/results");
 mkdirSync(outDir, { recursive: true });
-const suffix = opts.quick || opts.only ? "-partial" : "";
+// A faults-only run is complete in itself: <date>-faults.*; other partial runs: <date>-partial.*.
+const suffix = onlyFaults && !opts.quick ? "-faults" : opts.quick || opts.only ? "-partial" : "";
 const jsonFile = path.join(outDir, `${date}${suffix}.json`);
 const mdFile = path.join(outDir, `${date}${suffix}.md`);
 writeFileSync(jsonFile, `${JSON.stringify(results, null, 2)}\n`);
