@@ -10,7 +10,7 @@ use serde_json::{json, Value};
 use subtle::ConstantTimeEq;
 
 use crate::cache::{self, InvalidationTarget, Origin, OriginRequest, Payload, Sleeper};
-use crate::identity::{self, api_key};
+use crate::identity::api_key;
 use crate::limiter::{check_script, parse_reply, Check, Decision, Mode, Override};
 use crate::policy::{CacheKeySource, CacheScope, Limit, RouteMatch};
 use crate::redis::{Client, Command, Reply, Transport};
@@ -85,6 +85,36 @@ fn authorized<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static>
     given.trim().as_bytes().ct_eq(expected.as_bytes()).into()
 }
 
+/// How callers are identified: hashing, the JWT secret, the key sets and what each holds.
+fn identity_health<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static>(gate: &Gate<T, O, S>) -> Value {
+    let sets: Vec<Value> = gate
+        .identifier
+        .key_sets()
+        .map(|sets| sets.status())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| json!({"url": s.url, "keys": s.keys, "fetched": s.fetched, "last_error": s.last_error}))
+        .collect();
+    json!({
+        "hash_secret": gate.identifier.hasher().is_keyed(),
+        "jwt_secret": gate.config.jwt_secret.is_some(),
+        "jwks": sets,
+    })
+}
+
+/// What an operator should fix.
+fn identity_warnings<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static>(
+    gate: &Gate<T, O, S>,
+) -> Vec<&'static str> {
+    let mut warnings = Vec::new();
+    if !gate.identifier.hasher().is_keyed() {
+        warnings.push(
+            "TOLLGATE_HASH_SECRET is not set: identifiers are hashed with plain SHA-256, and an IP address can be recovered from its hash",
+        );
+    }
+    warnings
+}
+
 /// The Redis client, or the 503 of memory mode.
 fn need_redis<T: Transport + Clone + 'static, O: Origin + 'static, S: Sleeper + 'static>(
     gate: &Gate<T, O, S>,
@@ -156,6 +186,7 @@ async fn health<T: Transport + Clone + 'static, O: Origin + 'static, S: Sleeper 
         }
     };
     let policy = &gate.config.policy;
+    let identity = identity_health(gate);
     let body = json!({
         "status": if mode == "degraded" { "degraded" } else { "ok" },
         "mode": mode,
@@ -166,6 +197,8 @@ async fn health<T: Transport + Clone + 'static, O: Origin + 'static, S: Sleeper 
             "routes": policy.routes.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
         },
         "origin": { "configured": gate.config.origin_url.is_some() },
+        "identity": identity,
+        "warnings": identity_warnings(gate),
         "build": { "name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION") },
         "isolate": { "started_ms": gate.isolate.started_ms },
     });
@@ -234,7 +267,9 @@ async fn invalidate<T: Transport + Clone + 'static, O: Origin + 'static, S: Slee
         .as_ref()
         .ok_or_else(|| need_redis(gate).err().unwrap_or_else(|| Problem::bad_request("no cache")))?;
     let subject_hash = match &body.subject {
-        Some(s) => identity::subject_hash_of(s, &gate.config.policy.identity)
+        Some(s) => gate
+            .identifier
+            .subject_hash_of(s, &gate.config.policy.identity)
             .ok_or_else(|| Problem::bad_request("subject: not a valid subject"))?,
         None => String::new(),
     };
@@ -376,7 +411,9 @@ async fn create_key<T: Transport + Clone + 'static, O: Origin + 'static, S: Slee
     if body.subject.len() > MAX_SUBJECT {
         return Err(Problem::bad_request(format!("subject: longer than {MAX_SUBJECT} bytes")));
     }
-    let subject_hash = identity::subject_hash_of(&body.subject, &policy.identity)
+    let subject_hash = gate
+        .identifier
+        .subject_hash_of(&body.subject, &policy.identity)
         .ok_or_else(|| Problem::bad_request("subject: must be a non-empty user id, ip:<address> or hash:<sha256>"))?;
     let tier = body.tier.to_ascii_uppercase();
     if policy.tier(&tier).is_none() {
@@ -554,7 +591,8 @@ fn subject_hash<T: Transport + Clone + 'static, O: Origin + 'static, S: Sleeper 
     if decoded.len() > MAX_SUBJECT {
         return Err(Problem::bad_request(format!("subject: longer than {MAX_SUBJECT} bytes")));
     }
-    identity::subject_hash_of(&decoded, &gate.config.policy.identity)
+    gate.identifier
+        .subject_hash_of(&decoded, &gate.config.policy.identity)
         .ok_or_else(|| Problem::bad_request("subject: must be a non-empty user id, ip:<address> or hash:<sha256>"))
 }
 

@@ -14,7 +14,9 @@ use crate::cache::{
     OriginResponse, Payload, Served, Sleeper, WriteTarget,
 };
 use crate::clock::{Clock, Random};
-use crate::identity::{self, api_key, Credential, Identity};
+use crate::identity::jwks::{KeySets, KeySource};
+use crate::identity::verify::SignatureVerifier;
+use crate::identity::{self, api_key, Credential, Identifier, Identity};
 use crate::keys::Keys;
 use crate::limiter::{
     check_script, parse_reply, rate_limit_headers, BlockCache, Breaker, Check, Decision, MemoryLimiter, Mode,
@@ -162,6 +164,8 @@ pub struct Gate<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'stati
     pub(crate) clock: Rc<dyn Clock>,
     pub(crate) random: Rc<dyn Random>,
     pub(crate) isolate: Isolate,
+    /// Subject hashing and token checks.
+    pub(crate) identifier: Identifier,
 }
 
 /// Why an API key could not be resolved.
@@ -217,7 +221,19 @@ impl<T: Transport + Clone + 'static, O: Origin + 'static, S: Sleeper + 'static> 
             last_seen: RefCell::new(HashMap::new()),
             started_ms: clock.now_ms(),
         };
-        Self { config, keys, redis, cache, origin, clock, random, isolate }
+        let identifier = Identifier::new(config.hash_secret.as_deref(), config.jwt_secret.as_deref(), None);
+        Self { config, keys, redis, cache, origin, clock, random, isolate, identifier }
+    }
+
+    /// The same gate checking ES256, RS256 and EdDSA tokens against the key sets of
+    /// `TOLLGATE_JWKS_URL` (when set), fetched through `source` and checked with `verifier`.
+    pub fn with_key_sets(mut self, source: Rc<dyn KeySource>, verifier: Rc<dyn SignatureVerifier>) -> Self {
+        if !self.config.jwks_urls.is_empty() {
+            let interval = u64::from(self.config.policy.identity.jwks_refetch_interval_ms);
+            let sets = KeySets::new(&self.config.jwks_urls, source, verifier, interval);
+            self.identifier = self.identifier.with_key_sets(sets);
+        }
+        self
     }
 
     /// The configuration.
@@ -298,21 +314,21 @@ impl<T: Transport + Clone + 'static, O: Origin + 'static, S: Sleeper + 'static> 
     async fn identify(&self, req: &EdgeRequest, failure: FailurePolicy) -> Result<Caller, EdgeResponse> {
         let policy = &self.config.policy;
         let credential = identity::credential_from(|name| req.header(name).map(str::to_owned), &policy.identity)
-            .map_err(|e| Problem::unauthorized(e.detail()).with("reason", e.as_str()).to_response())?;
+            .map_err(|e| auth_problem(&e))?;
+        let ip_group =
+            || identity::client_ip::ip_group(req.header(identity::client_ip::HEADER), policy.identity.ipv6_prefix);
         let identity = match credential {
-            Credential::Anonymous(group) => Identity::anonymous(&group, policy),
-            Credential::Jwt(token) => {
-                let now_s = self.clock.now_ms() / 1000;
-                identity::identify_jwt(&token, self.config.jwt_secret.as_deref().map(str::as_bytes), policy, now_s)
-                    .map_err(|e| Problem::unauthorized(e.detail()).with("reason", e.as_str()).to_response())?
-            }
+            Credential::Anonymous(group) => self.identifier.anonymous(&group, policy),
+            Credential::Jwt(token) => self
+                .identifier
+                .identify_token(&token, &ip_group(), policy, self.clock.now_ms())
+                .await
+                .map_err(|e| auth_problem(&e))?,
             Credential::ApiKey(key) => match self.identify_key(&key).await {
                 Ok(identity) => identity,
                 Err(KeyFailure::Refused(resp)) => return Err(resp),
                 Err(KeyFailure::Unavailable(_)) if failure != FailurePolicy::Closed => {
-                    let ip = req.header(identity::client_ip::HEADER);
-                    let group = identity::client_ip::ip_group(ip, policy.identity.ipv6_prefix);
-                    Identity::anonymous(&group, policy)
+                    self.identifier.anonymous(&ip_group(), policy)
                 }
                 Err(KeyFailure::Unavailable(resp)) => return Err(resp),
             },
@@ -793,6 +809,21 @@ pub(crate) fn upstream_path(req: &EdgeRequest, route: &Route, matched: &RouteMat
     match &route.upstream_path {
         Some(template) => crate::policy::pattern::fill(template, matched),
         None => req.path.clone(),
+    }
+}
+
+/// The answer to a refused credential: `401` (or the error's own status, `503` while no key set
+/// can be fetched) as problem+json with the stable `reason`.
+fn auth_problem(e: &identity::AuthError) -> EdgeResponse {
+    let problem = match e.status() {
+        401 => Problem::unauthorized(e.detail()),
+        status => Problem::new(status, "credential-unverifiable", "Credential cannot be checked", e.detail()),
+    };
+    let resp = problem.with("reason", e.as_str()).to_response();
+    if e.status() == 503 {
+        resp.with_header("retry-after", "5")
+    } else {
+        resp
     }
 }
 

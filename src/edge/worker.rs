@@ -14,16 +14,19 @@ use crate::edge::config::Config;
 use crate::edge::gate::{Gate, Outcome, ProxyPlan};
 use crate::edge::http::{split_url, EdgeRequest, EdgeResponse};
 use crate::edge::problem::Problem;
+use crate::identity::web::{FetchKeySource, WebCryptoVerifier};
 use crate::redis::{FetchTransport, COLD_TIMEOUT_MS};
 
 /// The variables the Worker reads; their values together key the isolate's gate.
-const VARS: [&str; 7] = [
+const VARS: [&str; 9] = [
     "UPSTASH_REDIS_REST_URL",
     "UPSTASH_REDIS_REST_TOKEN",
     "REDIS_ENABLED",
     "ORIGIN_URL",
     "TOLLGATE_ADMIN_TOKEN",
     "TOLLGATE_JWT_SECRET",
+    "TOLLGATE_JWKS_URL",
+    "TOLLGATE_HASH_SECRET",
     "TOLLGATE_POLICY",
 ];
 
@@ -84,8 +87,9 @@ fn gate_for_values(env: &Env) -> Result<Rc<WorkerGate>, String> {
         ),
         None => None,
     };
-    let gate =
-        Rc::new(Gate::new(config, transport, origin, WorkerSleeper, Rc::new(SystemClock), Rc::new(SystemRandom)));
+    let gate = Gate::new(config, transport, origin, WorkerSleeper, Rc::new(SystemClock), Rc::new(SystemRandom))
+        .with_key_sets(Rc::new(FetchKeySource), Rc::new(WebCryptoVerifier::default()));
+    let gate = Rc::new(gate);
     GATE.with(|g| *g.borrow_mut() = Some((fingerprint, gate.clone())));
     Ok(gate)
 }
