@@ -30,11 +30,13 @@ mod error;
 pub mod jwk;
 pub mod jwks;
 pub mod jwt;
+mod registry;
 pub mod verify;
 #[cfg(target_arch = "wasm32")]
 pub mod web;
 
 pub use error::AuthError;
+pub use registry::{KeyRegistry, RegistryError, KEY_CACHE_CAPACITY};
 
 use crate::keys::IdentifierHasher;
 use crate::policy::{IdentitySettings, Policy};
