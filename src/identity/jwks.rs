@@ -10,8 +10,10 @@
 //! - **Unknown `kid`.** A token whose `kid` no set holds refetches the sets, but a set is
 //!   fetched at most once per `identity.jwks_refetch_interval` (30 s by default): a flood of
 //!   made-up `kid`s costs at most one fetch per set per interval, per isolate.
-//! - **Single flight.** Concurrent requests wait on the fetch already in flight for a set instead
-//!   of starting their own.
+//! - **Single flight.** Concurrent requests wait for the fetch already in flight for a set instead
+//!   of starting their own ([`SingleFlight`]: followers look at its result on timers of their
+//!   own, since on the Workers runtime a request waiting only on another request's I/O is
+//!   cancelled as hung).
 //! - **Outage.** A failed fetch (unreachable, timeout, non-2xx, not a key set) keeps the keys
 //!   already known; it is retried at most once per interval. Tokens are refused with `503` only
 //!   while no set has ever been fetched.
@@ -22,8 +24,11 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use futures::future::{join_all, FutureExt, LocalBoxFuture, Shared};
+use futures::future::{join_all, LocalBoxFuture};
 use thiserror::Error;
+
+use crate::cache::SingleFlight;
+use crate::clock::Sleeper;
 
 use super::jwk::{parse_key_set, KeySetError, PublicKey};
 use super::jwt::Token;
@@ -71,10 +76,23 @@ pub enum KeySourceError {
 /// A future fetching one key set.
 pub type FetchFuture<'a> = LocalBoxFuture<'a, Result<FetchedKeySet, KeySourceError>>;
 
-/// Where key sets come from: one GET of a URL. Need not be `Send`.
+/// Where key sets come from: one GET of a URL, and the timers waiting for one run on. Need not
+/// be `Send`.
 pub trait KeySource {
     /// Fetches the document at `url`.
     fn fetch<'a>(&'a self, url: &'a str) -> FetchFuture<'a>;
+
+    /// Resolves after `ms` milliseconds.
+    fn sleep(&self, ms: u32) -> LocalBoxFuture<'_, ()>;
+}
+
+/// A key source's timers as a [`Sleeper`].
+struct SourceTimers<'a>(&'a dyn KeySource);
+
+impl Sleeper for SourceTimers<'_> {
+    async fn sleep(&self, ms: u32) {
+        self.0.sleep(ms).await;
+    }
 }
 
 /// How long a set answered with `cache_control` stays fresh, ms: its `max-age` (`s-maxage` is for
@@ -197,14 +215,6 @@ pub fn candidates(sets: &[KeySetState], token: &Token<'_>) -> Result<Vec<Rc<Publ
     Ok(fitting)
 }
 
-type InFlight = Shared<LocalBoxFuture<'static, ()>>;
-
-/// One URL's state and its fetch in flight.
-struct Slot {
-    state: Rc<RefCell<KeySetState>>,
-    in_flight: Rc<RefCell<Option<InFlight>>>,
-}
-
 /// A summary of one set for health.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeySetStatus {
@@ -220,7 +230,8 @@ pub struct KeySetStatus {
 
 /// The isolate's key sets, their fetches and the signature checks against them.
 pub struct KeySets {
-    slots: Vec<Slot>,
+    states: Vec<RefCell<KeySetState>>,
+    flights: SingleFlight<usize, ()>,
     source: Rc<dyn KeySource>,
     verifier: Rc<dyn SignatureVerifier>,
     interval_ms: u64,
@@ -234,29 +245,27 @@ impl KeySets {
         verifier: Rc<dyn SignatureVerifier>,
         interval_ms: u64,
     ) -> Self {
-        let slots = urls
-            .iter()
-            .map(|u| Slot {
-                state: Rc::new(RefCell::new(KeySetState::new(u.clone()))),
-                in_flight: Rc::new(RefCell::new(None)),
-            })
-            .collect();
-        Self { slots, source, verifier, interval_ms }
+        let states = urls.iter().map(|u| RefCell::new(KeySetState::new(u.clone()))).collect();
+        Self { states, flights: SingleFlight::new(), source, verifier, interval_ms }
     }
 
     /// Checks `token`'s signature at `now_ms`, fetching the sets first where due.
     pub async fn verify(&self, token: &Token<'_>, now_ms: u64) -> Result<(), AuthError> {
         let known = candidates(&self.snapshot(), token)?;
-        let waits: Vec<InFlight> =
-            (0..self.slots.len()).filter_map(|i| self.fetch_if_due(i, now_ms, known.is_empty())).collect();
-        let keys = if waits.is_empty() {
+        let unknown = known.is_empty();
+        let due: Vec<usize> = (0..self.states.len())
+            .filter(|i| {
+                self.flights.in_flight(i) || self.states[*i].borrow().fetch_due(now_ms, unknown, self.interval_ms)
+            })
+            .collect();
+        let keys = if due.is_empty() {
             known
         } else {
-            join_all(waits).await;
+            join_all(due.into_iter().map(|i| self.fetch(i, now_ms))).await;
             candidates(&self.snapshot(), token)?
         };
         if keys.is_empty() {
-            let none_fetched = self.slots.iter().all(|s| !s.state.borrow().fetched());
+            let none_fetched = self.states.iter().all(|s| !s.borrow().fetched());
             return Err(if none_fetched { AuthError::KeysUnavailable } else { AuthError::UnknownSigningKey });
         }
         verify_with_keys(self.verifier.as_ref(), token, &keys).await
@@ -264,10 +273,10 @@ impl KeySets {
 
     /// Each set's state, for health.
     pub fn status(&self) -> Vec<KeySetStatus> {
-        self.slots
+        self.states
             .iter()
             .map(|s| {
-                let state = s.state.borrow();
+                let state = s.borrow();
                 KeySetStatus {
                     url: state.url().to_owned(),
                     keys: state.keys().len(),
@@ -279,29 +288,19 @@ impl KeySets {
     }
 
     fn snapshot(&self) -> Vec<KeySetState> {
-        self.slots.iter().map(|s| s.state.borrow().clone()).collect()
+        self.states.iter().map(|s| s.borrow().clone()).collect()
     }
 
-    /// The fetch of set `i` to wait for: the one in flight, or a new one if due.
-    fn fetch_if_due(&self, i: usize, now_ms: u64, unknown: bool) -> Option<InFlight> {
-        let slot = self.slots.get(i)?;
-        if let Some(running) = slot.in_flight.borrow().as_ref() {
-            return Some(running.clone());
-        }
-        if !slot.state.borrow().fetch_due(now_ms, unknown, self.interval_ms) {
-            return None;
-        }
-        slot.state.borrow_mut().begin(now_ms);
-        let (state, in_flight, source) = (slot.state.clone(), slot.in_flight.clone(), self.source.clone());
-        let url = state.borrow().url().to_owned();
-        let fetch: LocalBoxFuture<'static, ()> = Box::pin(async move {
-            let outcome = source.fetch(&url).await;
+    /// Fetches set `i`, or waits for the fetch of it already in flight.
+    async fn fetch(&self, i: usize, now_ms: u64) {
+        let Some(state) = self.states.get(i) else { return };
+        let lead = || async move {
+            state.borrow_mut().begin(now_ms);
+            let url = state.borrow().url().to_owned();
+            let outcome = self.source.fetch(&url).await;
             state.borrow_mut().record(outcome, now_ms);
-            in_flight.borrow_mut().take();
-        });
-        let shared = fetch.shared();
-        *slot.in_flight.borrow_mut() = Some(shared.clone());
-        Some(shared)
+        };
+        self.flights.run(i, lead, &SourceTimers(self.source.as_ref())).await;
     }
 }
 
@@ -424,9 +423,13 @@ mod tests {
             self.fetches.set(self.fetches.get() + 1);
             let doc = self.doc.borrow().clone();
             Box::pin(async move {
-                tokio::task::yield_now().await;
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
                 doc
             })
+        }
+
+        fn sleep(&self, ms: u32) -> LocalBoxFuture<'_, ()> {
+            Box::pin(tokio::time::sleep(std::time::Duration::from_millis(u64::from(ms))))
         }
     }
 
@@ -536,6 +539,10 @@ mod tests {
                 } else {
                     self.1.fetch(url)
                 }
+            }
+
+            fn sleep(&self, ms: u32) -> LocalBoxFuture<'_, ()> {
+                self.0.sleep(ms)
             }
         }
         let urls = ["https://one.example/k".to_owned(), "https://two.example/k".to_owned()];

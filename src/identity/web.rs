@@ -153,4 +153,8 @@ impl KeySource for FetchKeySource {
     fn fetch<'a>(&'a self, url: &'a str) -> FetchFuture<'a> {
         Box::pin(fetch_key_set(url))
     }
+
+    fn sleep(&self, ms: u32) -> futures::future::LocalBoxFuture<'_, ()> {
+        Box::pin(Timer::after(ms))
+    }
 }
