@@ -42,3 +42,17 @@ fn a_verified_key_keeps_its_tier_through_an_outage_and_an_unknown_one_is_never_a
     let flooded = w.answer(from_ip("GET", "/x", "198.51.100.30").with_header("x-api-key", unknown));
     assert_eq!(flooded.status, 429, "made-up keys from one address share one bucket");
 }
+
+#[test]
+fn the_fallback_starts_from_what_redis_last_said_remained() {
+    let w = World::new(true);
+    let caller = "198.51.100.50";
+    assert_eq!(w.answer(from_ip("GET", "/x", caller)).header("x-ratelimit-remaining"), Some("2"));
+    assert_eq!(w.answer(from_ip("GET", "/x", caller)).header("x-ratelimit-remaining"), Some("1"));
+    w.redis.down.set(true);
+    let local = w.answer(from_ip("GET", "/x", caller));
+    assert_eq!((local.status, local.header("x-tollgate-mode")), (0, Some("local")));
+    assert_eq!(local.header("x-ratelimit-remaining"), Some("0"), "one left, as Redis said");
+    let over = w.answer(from_ip("GET", "/x", caller));
+    assert_eq!(over.status, 429, "3 per hour across the switch, not 3 more");
+}
