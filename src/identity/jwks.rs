@@ -205,9 +205,12 @@ impl KeySetState {
 /// The keys among `sets` a token may be checked with: those with its `kid` when it names one,
 /// else every key; in both cases only keys whose type verifies its `alg`. `Err(KeyMismatch)` when
 /// the `kid` is known but only for keys of another type.
-pub fn candidates(sets: &[KeySetState], token: &Token<'_>) -> Result<Vec<Rc<PublicKey>>, AuthError> {
+pub fn candidates<'s>(
+    sets: impl IntoIterator<Item = &'s KeySetState>,
+    token: &Token<'_>,
+) -> Result<Vec<Rc<PublicKey>>, AuthError> {
     let named: Vec<&Rc<PublicKey>> =
-        sets.iter().flat_map(|s| s.keys.iter()).filter(|k| token.kid.is_none() || k.kid == token.kid).collect();
+        sets.into_iter().flat_map(|s| s.keys.iter()).filter(|k| token.kid.is_none() || k.kid == token.kid).collect();
     let fitting: Vec<Rc<PublicKey>> = named.iter().filter(|k| k.fits(token.alg)).map(|k| Rc::clone(k)).collect();
     if fitting.is_empty() && token.kid.is_some() && !named.is_empty() {
         return Err(AuthError::KeyMismatch);
@@ -251,7 +254,7 @@ impl KeySets {
 
     /// Checks `token`'s signature at `now_ms`, fetching the sets first where due.
     pub async fn verify(&self, token: &Token<'_>, now_ms: u64) -> Result<(), AuthError> {
-        let known = candidates(&self.snapshot(), token)?;
+        let known = self.candidates(token)?;
         let unknown = known.is_empty();
         let due: Vec<usize> = (0..self.states.len())
             .filter(|i| {
@@ -262,7 +265,7 @@ impl KeySets {
             known
         } else {
             join_all(due.into_iter().map(|i| self.fetch(i, now_ms))).await;
-            candidates(&self.snapshot(), token)?
+            self.candidates(token)?
         };
         if keys.is_empty() {
             let none_fetched = self.states.iter().all(|s| !s.borrow().fetched());
@@ -287,8 +290,9 @@ impl KeySets {
             .collect()
     }
 
-    fn snapshot(&self) -> Vec<KeySetState> {
-        self.states.iter().map(|s| s.borrow().clone()).collect()
+    fn candidates(&self, token: &Token<'_>) -> Result<Vec<Rc<PublicKey>>, AuthError> {
+        let states: Vec<std::cell::Ref<'_, KeySetState>> = self.states.iter().map(RefCell::borrow).collect();
+        candidates(states.iter().map(|s| &**s), token)
     }
 
     /// Fetches set `i`, or waits for the fetch of it already in flight.

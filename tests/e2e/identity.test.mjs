@@ -13,6 +13,7 @@ const ISSUER = "https://auth.tollgate.test";
 const AUDIENCE = "authenticated";
 const REFETCH_INTERVAL_MS = 2_000;
 const ANON_LIMIT = 5;
+const COOKIE = "sb-localproject-auth-token";
 
 const policy = {
   tiers: {
@@ -21,7 +22,12 @@ const policy = {
     PRO: { limits: [{ limit: 1000, window: "1h" }] },
   },
   routes: [],
-  identity: { issuers: [ISSUER], audiences: [AUDIENCE], jwks_refetch_interval: `${REFETCH_INTERVAL_MS / 1000}s` },
+  identity: {
+    issuers: [ISSUER],
+    audiences: [AUDIENCE],
+    jwks_refetch_interval: `${REFETCH_INTERVAL_MS / 1000}s`,
+    token_cookie: COOKIE,
+  },
 };
 
 const hashSecret = randomBytes(32).toString("hex");
@@ -183,6 +189,27 @@ describe("tokens from a key set", () => {
     } finally {
       await authPost("/_origin/jwks", { fail: null });
     }
+  });
+});
+
+describe("tokens in a cookie", () => {
+  test("a Supabase SSR session cookie, whole or chunked, identifies its user when no Authorization is sent", async () => {
+    const token = await mint("ES256", { sub: "cookie-user" });
+    const value = `base64-${Buffer.from(JSON.stringify({ access_token: token, token_type: "bearer", refresh_token: "r" })).toString("base64url")}`;
+    const half = Math.floor(value.length / 2);
+    for (const cookie of [
+      `theme=dark; ${COOKIE}=${value}`,
+      `${COOKIE}.1=${value.slice(half)}; ${COOKIE}.0=${value.slice(0, half)}`,
+    ]) {
+      const r = await call(null, { cookie });
+      assert.equal(r.status, 200, r.text);
+      assert.equal(r.body.headers["x-tollgate-caller"], "jwt");
+      assert.equal(r.body.headers["x-tollgate-subject"], keyed("user", "cookie-user"));
+      assert.equal(r.body.headers.cookie, cookie, "the cookie reaches the origin");
+    }
+    const garbage = await call(null, { cookie: `${COOKIE}=base64-bm90IGEgc2Vzc2lvbg` });
+    assert.equal(garbage.status, 401, garbage.text);
+    assert.equal(garbage.body.reason, "malformed");
   });
 });
 
