@@ -5,6 +5,7 @@
 mod admin;
 mod cache;
 mod failures;
+mod identity;
 mod limits;
 
 use std::rc::Rc;
