@@ -308,7 +308,7 @@ impl KeySets {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use std::cell::Cell;
 

@@ -620,6 +620,7 @@ mod tests {
         assert_eq!((id.tier.as_str(), id.kind.as_str()), ("ANON", "anonymous"));
     }
 
+    #[cfg(not(target_arch = "wasm32"))]
     #[test]
     fn asymmetric_tokens_without_key_sets_are_not_configured() {
         let key = verify::native::TestKey::es256("k");

@@ -54,7 +54,7 @@ pub async fn verify_with_keys(
     Err(AuthError::BadSignature)
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 pub(crate) mod native {
     //! A native verifier and signing keys for tests (the `ring` crate, a dev-dependency).
 
@@ -185,7 +185,7 @@ pub(crate) mod native {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, not(target_arch = "wasm32")))]
 mod tests {
     use serde_json::json;
 
