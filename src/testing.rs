@@ -382,6 +382,10 @@ impl FakeRedis {
                 drop(data);
                 self.check(&args[2..])
             }
+            "EVALSHA" if s(1) == crate::limiter::check_and_read_script().sha1() => {
+                drop(data);
+                self.check_and_read(&args[2..])
+            }
             "EVALSHA" => {
                 drop(data);
                 self.script(&s(1), &args[3..])
@@ -433,9 +437,62 @@ impl FakeRedis {
         Ok(encode_reply(&decision))
     }
 
+    /// The check-and-read script: the check on all but the last two keys and the last argument,
+    /// then `MGET` of those two keys when it allowed.
+    fn check_and_read(&self, rest: &[Vec<u8>]) -> Result<Reply, String> {
+        let numkeys: usize = rest.first().and_then(|n| String::from_utf8_lossy(n).parse().ok()).ok_or("ERR numkeys")?;
+        let keys = rest.get(1..1 + numkeys).ok_or("ERR keys")?;
+        let argv = rest.get(1 + numkeys..).ok_or("ERR argv")?;
+        let (check_keys, read_keys) = keys.split_at(numkeys.checked_sub(2).ok_or("ERR read keys")?);
+        let mut inner = vec![check_keys.len().to_string().into_bytes()];
+        inner.extend(check_keys.iter().cloned());
+        inner.extend(argv[..argv.len().saturating_sub(1)].iter().cloned());
+        let decided = self.check(&inner)?;
+        let allowed = decided.as_array().and_then(|a| a.get(1)).and_then(Reply::as_int) == Some(1);
+        let read = if allowed {
+            let mut mget = vec![b"MGET".to_vec()];
+            mget.extend(read_keys.iter().cloned());
+            let reply = self.exec(mget)?;
+            // Run inside the script: not a command the client sent.
+            self.log.borrow_mut().pop();
+            reply
+        } else {
+            Reply::Nil
+        };
+        Ok(Reply::Array(vec![decided, read]))
+    }
+
+    /// The entry store script; `rest` is its `KEYS…, ARGV…` (always three ARGV).
+    fn store(&self, rest: &[Vec<u8>]) -> Result<Reply, String> {
+        // ARGV is always 3 values: entry, px, token.
+        let split = rest.len().checked_sub(3).ok_or("ERR store args")?;
+        let (keys, argv) = rest.split_at(split);
+        let key = |i: usize| String::from_utf8_lossy(&keys[i]).into_owned();
+        let px = String::from_utf8_lossy(&argv[1]).into_owned();
+        let entry = key(0);
+        self.exec(vec![b"SET".to_vec(), keys[0].clone(), argv[0].clone(), b"PX".to_vec(), px.clone().into_bytes()])?;
+        for i in 2..keys.len() {
+            self.exec_strs(&["SADD", &key(i), &entry])?;
+            self.exec_strs(&["PEXPIRE", &key(i), &px, "NX"])?;
+            self.exec_strs(&["PEXPIRE", &key(i), &px, "GT"])?;
+        }
+        let token = String::from_utf8_lossy(&argv[2]).into_owned();
+        if !token.is_empty() && self.get(&key(1)).as_deref() == Some(token.as_bytes()) {
+            self.exec_strs(&["DEL", &key(1)])?;
+        }
+        Ok(Reply::Int(1))
+    }
+
     /// The cache's scripts, by SHA-1, in Rust.
     fn script(&self, sha: &str, rest: &[Vec<u8>]) -> Result<Reply, String> {
         let s = |i: usize| rest.get(i).map(|a| String::from_utf8_lossy(a).into_owned()).unwrap_or_default();
+        if sha == crate::cache::store_script().sha1() {
+            // What runs inside the script is not a command the client sent.
+            let mark = self.log.borrow().len();
+            let reply = self.store(rest);
+            self.log.borrow_mut().truncate(mark);
+            return reply;
+        }
         if sha == crate::cache::release_script().sha1() {
             if self.get(&s(0)).as_deref() == Some(s(1).as_bytes()) {
                 return self.exec_strs(&["DEL", &s(0)]);

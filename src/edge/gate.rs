@@ -118,11 +118,16 @@ async fn decide<P: Platform>(
     let local = |mode| Verdict { decision: Some(check_local(services, check)), read: None, mode, timing: Vec::new() };
     let Some(redis) = &services.redis else { return Ok(local(LimitMode::Memory)) };
     let read = match (&services.cache, target) {
-        (Some(cache), Some(t)) => Some(cache.read_command(t)),
+        (Some(cache), Some(t)) => Some(cache.read_keys(t)),
         _ => None,
     };
     let started = services.clock.now_ms();
-    match RemoteLimiter::new(redis, &services.keys).check(check, read).await {
+    let remote = RemoteLimiter::new(redis, &services.keys);
+    let result = match &read {
+        Some(keys) => remote.check_and_read(check, keys).await,
+        None => remote.check(check, None).await,
+    };
+    match result {
         Ok(checked) => {
             services.limits.seed(check.subject_hash, &checked.decision);
             Ok(Verdict {

@@ -27,8 +27,10 @@ fn another_isolate_hits_in_redis_and_a_stale_entry_is_served_stale() {
     let w = World::new(true);
     assert_eq!(w.answer(config("203.0.113.1")).header("x-cache"), Some("MISS"));
     let other = w.other_isolate();
+    let before = w.redis.commands().len();
     let hit = answer_of(run_with_timer(Some(&w.timer), other.handle(config("203.0.113.2"))));
     assert_eq!(hit.header("x-cache"), Some("HIT"));
+    assert_eq!(&w.redis.commands()[before..], ["EVALSHA"], "a Redis hit is one command");
     assert_eq!(w.origin.calls.get(), 1);
     w.clock.advance(61_000);
     let stale = answer_of(run_with_timer(Some(&w.timer), other.handle(config("203.0.113.3"))));
