@@ -158,3 +158,35 @@ impl KeySource for FetchKeySource {
         Box::pin(Timer::after(ms))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine;
+    use serde_json::Value;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    use super::*;
+    use crate::identity::jwk::parse_key;
+
+    /// Public keys and signatures over `msg` made with Node's crypto, one per algorithm.
+    const VECTORS: &str = include_str!("testdata/webcrypto-vectors.json");
+
+    #[wasm_bindgen_test]
+    async fn webcrypto_verifies_es256_rs256_and_ed25519_and_refuses_other_messages() {
+        let v: Value = serde_json::from_str(VECTORS).unwrap();
+        let msg = v["msg"].as_str().unwrap().as_bytes();
+        let verifier = WebCryptoVerifier::default();
+        for alg in ["es256", "rs256", "eddsa"] {
+            let key = parse_key(&v[alg]["jwk"]).unwrap();
+            let sig = URL_SAFE_NO_PAD.decode(v[alg]["sig"].as_str().unwrap()).unwrap();
+            assert_eq!(verifier.verify(&key, msg, &sig).await, Ok(true), "{alg}");
+            // The second check uses the imported key kept for the isolate.
+            assert_eq!(verifier.verify(&key, b"another message", &sig).await, Ok(false), "{alg}");
+            let mut flipped = sig.clone();
+            flipped[10] ^= 1;
+            assert_eq!(verifier.verify(&key, msg, &flipped).await, Ok(false), "{alg}");
+        }
+        assert_eq!(verifier.imported.borrow().len(), 3);
+    }
+}
