@@ -590,7 +590,7 @@ impl<T: Transport + Clone + 'static, O: Origin + 'static, S: Sleeper + 'static> 
             method: req.method.clone(),
             path_and_query,
             headers: match route.cache.as_ref().map(|c| c.scope) {
-                Some(CacheScope::Global) => proxy::shared_fill_headers(&req.headers),
+                Some(CacheScope::Global) => proxy::shared_fill_headers(!req.body.is_empty()),
                 _ => proxy::upstream_request_headers(&req.headers, Some(&forwarded(caller))),
             },
             body: req.body.clone(),
