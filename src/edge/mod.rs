@@ -2,12 +2,14 @@
 //! cache, proxy), the admin API, headers (CORS, problem+json) and the wasm glue.
 
 pub mod admin;
+pub mod body;
 pub mod config;
 pub mod cors;
 pub mod gate;
 pub mod http;
 pub mod problem;
 pub mod proxy;
+pub mod signature;
 pub mod stats;
 #[cfg(target_arch = "wasm32")]
 mod worker;
