@@ -3,7 +3,8 @@
 //! It serves configuration documents (`/config/{name}`), deterministic RAG context
 //! (`POST /rag/context`) and echoes everything else; it counts the requests that reach it and
 //! delays or fails them on demand, globally (`/_origin/settings`, start flags) or per request
-//! (`X-Origin-Delay-Ms`, `X-Origin-Fail`), so tests can see what the gate let through.
+//! (`X-Origin-Delay-Ms`, `X-Origin-Fail`), and adds response headers asked for in the query
+//! (`_header=Name:Value`), so tests can see what the gate let through.
 #![forbid(unsafe_code)]
 
 pub mod behaviour;
@@ -11,6 +12,7 @@ pub mod cli;
 pub mod clock;
 pub mod config_store;
 pub mod echo;
+pub mod extra_headers;
 pub mod hits;
 pub mod origin;
 pub mod problem;
