@@ -15,5 +15,7 @@ pub mod log;
 pub mod path;
 pub mod policy;
 pub mod redis;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use policy::{Policy, PolicyError};

@@ -10,7 +10,7 @@
 //! it said, or a chunked one that passes the cap, is refused as soon as the cap is passed. Both
 //! answer `413` problem+json.
 
-use super::problem::Problem;
+use super::error::GateError;
 
 /// Largest admin request body read, bytes (a `warm` list or a key's metadata fits easily).
 pub const ADMIN_BODY_BYTES: usize = 64 * 1024;
@@ -28,17 +28,11 @@ pub enum BodyRefusal {
 }
 
 impl BodyRefusal {
-    /// The problem to answer with.
-    pub fn problem(self) -> Problem {
+    /// The edge's error for it (`413`, or `400` for a bad length).
+    pub fn error(self) -> GateError {
         match self {
-            BodyRefusal::TooLarge { cap } => Problem::new(
-                413,
-                "payload-too-large",
-                "Payload too large",
-                format!("the request body is larger than {cap} bytes"),
-            )
-            .with("max_bytes", cap),
-            BodyRefusal::BadLength => Problem::bad_request("Content-Length is not a number of bytes"),
+            BodyRefusal::TooLarge { cap } => GateError::TooLarge { limit: cap as u64 },
+            BodyRefusal::BadLength => GateError::BadRequest("Content-Length is not a number of bytes".into()),
         }
     }
 }
@@ -116,9 +110,9 @@ mod tests {
 
     #[test]
     fn refusals_are_413_or_400_problems() {
-        let p = BodyRefusal::TooLarge { cap: 64 }.problem();
-        assert_eq!((p.status, p.kind), (413, "payload-too-large"));
-        assert_eq!(p.extra.get("max_bytes").and_then(|v| v.as_u64()), Some(64));
-        assert_eq!(BodyRefusal::BadLength.problem().status, 400);
+        let p = BodyRefusal::TooLarge { cap: 64 }.error().problem();
+        assert_eq!(p.status(), 413);
+        assert_eq!(p.extra.get("limit_bytes").and_then(|v| v.as_u64()), Some(64));
+        assert_eq!(BodyRefusal::BadLength.error().problem().status(), 400);
     }
 }

@@ -8,13 +8,13 @@ use futures::future::{select, Either};
 use wasm_bindgen::{JsCast, JsValue};
 use worker::{event, Context, Env, ScheduleContext, ScheduledEvent};
 
-use crate::cache::{Origin, OriginError, OriginRequest, OriginResponse, Sleeper};
-use crate::clock::{Clock, SystemClock, SystemRandom, Timer};
+use crate::cache::{Origin, OriginError, OriginRequest, OriginResponse};
+use crate::clock::{Clock, Sleeper, SystemClock, SystemRandom, Timer};
 use crate::edge::config::Config;
-use crate::edge::gate::{Gate, Outcome, ProxyPlan};
 use crate::edge::http::{split_url, EdgeRequest, EdgeResponse};
-use crate::edge::problem::Problem;
-use crate::redis::{FetchTransport, COLD_TIMEOUT_MS};
+use crate::edge::problem::{Problem, ProblemKind};
+use crate::edge::{Edge, Outcome, Platform, ProxyPlan};
+use crate::redis::{BudgetConfig, FetchTransport};
 
 /// The variables the Worker reads; their values together key the isolate's gate.
 const VARS: [&str; 7] = [
@@ -27,7 +27,16 @@ const VARS: [&str; 7] = [
     "TOLLGATE_POLICY",
 ];
 
-type WorkerGate = Gate<FetchTransport, FetchOrigin, WorkerSleeper>;
+/// The Workers runtime: Redis and the origin over `fetch`, JS timers.
+pub struct WorkerPlatform;
+
+impl Platform for WorkerPlatform {
+    type Transport = FetchTransport;
+    type Origin = FetchOrigin;
+    type Sleeper = WorkerSleeper;
+}
+
+type WorkerGate = Edge<WorkerPlatform>;
 
 thread_local! {
     /// The isolate's gate, rebuilt only when the environment changes.
@@ -78,14 +87,13 @@ fn gate_for_values(env: &Env) -> Result<Rc<WorkerGate>, String> {
     };
     let transport = match &config.redis {
         Some(r) => Some(
-            FetchTransport::new(&r.url, &r.token, config.policy.redis.timeout_ms.get())
-                .map_err(|e| format!("UPSTASH_REDIS_REST_URL: {e}"))?
-                .with_first_request_budget(COLD_TIMEOUT_MS),
+            FetchTransport::new(&r.url, &r.token, BudgetConfig::from_settings(&config.policy.redis))
+                .map_err(|e| format!("UPSTASH_REDIS_REST_URL: {e}"))?,
         ),
         None => None,
     };
     let gate =
-        Rc::new(Gate::new(config, transport, origin, WorkerSleeper, Rc::new(SystemClock), Rc::new(SystemRandom)));
+        Rc::new(Edge::new(config, transport, origin, WorkerSleeper, Rc::new(SystemClock), Rc::new(SystemRandom)));
     GATE.with(|g| *g.borrow_mut() = Some((fingerprint, gate.clone())));
     Ok(gate)
 }
@@ -99,7 +107,7 @@ fn start() {
 async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
     let gate = match gate_for(&env) {
         Ok(g) => g,
-        Err(message) => return to_response(Problem::invalid_config(message).to_response()),
+        Err(message) => return to_response(Problem::new(ProblemKind::InvalidConfig, message).to_response()),
     };
     let method = req.method();
     let (path, query) = split_url(&req.url());
@@ -116,7 +124,7 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
     }
     match handled.outcome {
         Outcome::Respond(resp) => to_response(resp),
-        Outcome::Proxy(plan) => stream_proxy(&req, plan, &ctx).await,
+        Outcome::Proxy(plan) => stream_proxy(&req, plan).await,
     }
 }
 
@@ -156,7 +164,7 @@ fn to_response(resp: EdgeResponse) -> worker::Result<web_sys::Response> {
 /// back with Tollgate's headers added. The origin's headers are copied by the runtime, which also
 /// frames the response itself (no hop-by-hop header of the origin's connection reaches the
 /// caller).
-async fn stream_proxy(req: &web_sys::Request, plan: ProxyPlan, ctx: &Context) -> worker::Result<web_sys::Response> {
+async fn stream_proxy(req: &web_sys::Request, mut plan: ProxyPlan) -> worker::Result<web_sys::Response> {
     let started = SystemClock.now_ms();
     let init = web_sys::RequestInit::new();
     init.set_method(&plan.method);
@@ -178,7 +186,11 @@ async fn stream_proxy(req: &web_sys::Request, plan: ProxyPlan, ctx: &Context) ->
     }
     let upstream = match web_sys::Request::new_with_str_and_init(&plan.url, &init) {
         Ok(r) => r,
-        Err(_) => return to_response(Problem::origin_unreachable("the origin URL could not be built").to_response()),
+        Err(_) => {
+            return to_response(
+                Problem::new(ProblemKind::OriginUnreachable, "the origin URL could not be built").to_response(),
+            )
+        }
     };
     let promise = js_sys::global().unchecked_into::<web_sys::WorkerGlobalScope>().fetch_with_request(&upstream);
     let answer = wasm_bindgen_futures::JsFuture::from(promise).await;
@@ -187,7 +199,7 @@ async fn stream_proxy(req: &web_sys::Request, plan: ProxyPlan, ctx: &Context) ->
         Ok(r) => r,
         Err(e) => {
             let detail = e.as_string().unwrap_or_else(|| "the origin could not be reached".to_owned());
-            let mut problem = Problem::origin_unreachable(detail).to_response();
+            let mut problem = Problem::new(ProblemKind::OriginUnreachable, detail).to_response();
             plan.decorate(&mut problem, origin_ms);
             return to_response(problem);
         }
@@ -196,8 +208,10 @@ async fn stream_proxy(req: &web_sys::Request, plan: ProxyPlan, ctx: &Context) ->
     let status = resp.status();
     let mut added = EdgeResponse::new(status);
     plan.decorate(&mut added, origin_ms);
+    // A write to a cached resource invalidates it before its answer goes out, so the caller's
+    // next read sees the new value.
     if let Some(task) = plan.after_response(status) {
-        ctx.wait_until(task);
+        task.await;
     }
     let resp_init = web_sys::ResponseInit::new();
     resp_init.set_status(status);

@@ -9,11 +9,11 @@
 //!   limits) and [`parse_reply`] reads it back into a [`Decision`];
 //! - [`Override`]: per-subject tier and limits, changed without a redeploy;
 //! - [`rate_limit_headers`]: the `X-RateLimit-*`, IETF `RateLimit*` and `Retry-After` headers;
-//! - [`MemoryLimiter`], [`BlockCache`], [`Breaker`]: the fallback, the local block list and the
-//!   circuit breaker, all bounded and driven by time passed in.
+//! - [`RemoteLimiter`]: the check on Redis in one round trip, with a command riding along;
+//! - [`MemoryLimiter`], [`BlockCache`]: the fallback and the local block list, both bounded and
+//!   driven by time passed in (the circuit breaker guards every Redis call: [`crate::redis::Breaker`]).
 
 mod block_cache;
-mod breaker;
 mod check;
 mod decision;
 mod error;
@@ -23,11 +23,13 @@ mod headers;
 mod memory;
 mod model;
 mod overrides;
+mod remote;
 pub mod sliding_window;
 pub mod token_bucket;
 
 pub use block_cache::BlockCache;
-pub use breaker::{Breaker, BreakerState};
+#[cfg(any(test, feature = "testing"))]
+pub use check::encode_reply;
 pub use check::{check_script, parse_reply, Check, Mode, ScriptCall};
 pub use decision::{Decision, LimitState, Snapshot};
 pub use error::LimiterError;
@@ -38,6 +40,7 @@ pub use model::{
     MAX_WINDOW_MS,
 };
 pub use overrides::{Override, OverrideError, MAX_OVERRIDE_LIMITS, MAX_OVERRIDE_NAME};
+pub use remote::{Checked, RemoteError, RemoteLimiter};
 
 /// Default sizes of the bounded in-isolate structures.
 pub mod capacity {
