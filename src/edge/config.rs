@@ -27,6 +27,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// `TOLLGATE_JWT_SECRET`; `None` refuses every JWT.
     pub jwt_secret: Option<String>,
+    /// `TOLLGATE_ORIGIN_SECRET`; when set, requests to the origin carry `X-Tollgate-Signature`.
+    pub origin_secret: Option<String>,
     /// The validated policy.
     pub policy: Policy,
     /// First 12 hex digits of the SHA-256 of `TOLLGATE_POLICY` as given (`default` when unset).
@@ -96,6 +98,7 @@ impl Config {
             origin_url,
             admin_token: nonempty("TOLLGATE_ADMIN_TOKEN"),
             jwt_secret: nonempty("TOLLGATE_JWT_SECRET"),
+            origin_secret: nonempty(super::signature::SECRET_VAR),
             policy,
             policy_version,
         })

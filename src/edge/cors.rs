@@ -42,7 +42,10 @@ impl AllowOrigin<'_> {
 /// The allowed origin for this request, if CORS applies to it. A name listed explicitly wins
 /// over `*` (it is echoed); otherwise `*` answers a literal `*`.
 pub fn allowed_origin<'a>(settings: &CorsSettings, req: &'a EdgeRequest) -> Option<AllowOrigin<'a>> {
-    let origin = req.header("origin")?;
+    allow_for(settings, req.header("origin")?)
+}
+
+fn allow_for<'a>(settings: &CorsSettings, origin: &'a str) -> Option<AllowOrigin<'a>> {
     if settings.allow_origins.iter().any(|o| o != "*" && o.eq_ignore_ascii_case(origin)) {
         return Some(AllowOrigin::Listed(origin));
     }
@@ -85,15 +88,23 @@ pub fn decorate(settings: &CorsSettings, req: &EdgeRequest, resp: &mut EdgeRespo
     merge(settings, req, &mut resp.headers);
 }
 
+/// The headers [`merge`] may add to or change.
+pub const MERGED: [&str; 3] = ["access-control-allow-origin", "access-control-expose-headers", "vary"];
+
 /// [`decorate`] over a plain header list (the streamed proxy holds the origin's headers so).
 pub fn merge(settings: &CorsSettings, req: &EdgeRequest, headers: &mut Vec<(String, String)>) {
+    merge_for(settings, req.header("origin"), headers);
+}
+
+/// [`merge`] for a request whose `Origin` header is `origin`.
+pub fn merge_for(settings: &CorsSettings, origin: Option<&str>, headers: &mut Vec<(String, String)>) {
     if settings.allow_origins.is_empty() {
         return;
     }
     if varies_by_origin(settings) {
         add_token(headers, "vary", "Origin");
     }
-    let Some(allow) = allowed_origin(settings, req) else { return };
+    let Some(allow) = origin.and_then(|o| allow_for(settings, o)) else { return };
     let has = |name: &str| headers.iter().any(|(n, _)| n.eq_ignore_ascii_case(name));
     if has("access-control-allow-origin") {
         add_token(headers, "access-control-expose-headers", EXPOSED);

@@ -199,6 +199,18 @@ impl Route {
             None => path.to_owned(),
         }
     }
+
+    /// The origin path of a cache fill: the upstream template filled with the match, or the
+    /// route's own pattern rebuilt from it (its literal text as the policy writes it, then the
+    /// captured values). The key is made of the captured values, so the path a fill forwards
+    /// must be a function of them alone: `/API/config/app` and `/api/config/app` share an entry,
+    /// and both fill from the same origin path.
+    pub fn fill_path(&self, matched: &RouteMatch) -> String {
+        match &self.upstream_path {
+            Some(template) => pattern::fill(template, matched),
+            None => self.pattern.render(matched),
+        }
+    }
 }
 
 /// How a cacheable route builds its key and stores its entries.

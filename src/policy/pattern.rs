@@ -194,6 +194,21 @@ impl PathPattern {
         }
     }
 
+    /// The pattern rebuilt from what it captured: its literal text as written, the captured
+    /// values, then what `*` matched.
+    pub fn render(&self, m: &RouteMatch) -> String {
+        let mut out = String::with_capacity(self.source.len() + m.rest.len() + 16);
+        let mut params = m.params.iter();
+        for piece in &self.pieces {
+            match piece {
+                Piece::Literal(text) => out.push_str(text),
+                Piece::Param(_) => out.push_str(params.next().map_or("", |(_, v)| v.as_str())),
+            }
+        }
+        out.push_str(&m.rest);
+        out
+    }
+
     /// The concrete path with `values` for the parameters in order, for patterns without `*`
     /// (building the paths that warming fills); `None` when the count differs or a value is unsafe.
     pub fn path_with(&self, values: &[&str]) -> Option<String> {
@@ -516,6 +531,16 @@ mod tests {
         assert_eq!(pattern.path_with(&["a/b"]), None);
         assert_eq!(p("/api/chat*").path_with(&[]), None);
         assert_eq!(p("/health").path_with(&[]).as_deref(), Some("/health"));
+    }
+
+    #[test]
+    fn a_match_renders_back_to_the_pattern_as_written() {
+        let pattern = p("/api/config/{name}");
+        assert_eq!(pattern.render(&pattern.matches("/API/Config/App").unwrap()), "/api/config/App");
+        let wild = p("/docs/*");
+        assert_eq!(wild.render(&wild.matches("/DOCS/Intro/a").unwrap()), "/docs/Intro/a");
+        let two = p("/u/{user}/items/{item}");
+        assert_eq!(two.render(&two.matches("/u/7/items/9").unwrap()), "/u/7/items/9");
     }
 
     #[test]

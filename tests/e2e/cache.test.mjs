@@ -150,7 +150,8 @@ describe("HTTP for frontends", () => {
     const etag = first.res.headers.get("etag");
     assert.match(etag, /^"[0-9a-f]+"$/);
     assert.match(first.res.headers.get("cache-control"), /public, max-age=\d+/);
-    assert.equal(first.res.headers.get("access-control-allow-origin"), "http://localhost:3000");
+    // The default allow-list is ["*"]: a literal *, never the caller's Origin reflected.
+    assert.equal(first.res.headers.get("access-control-allow-origin"), "*");
     assert.match(first.res.headers.get("access-control-expose-headers"), /X-Cache/);
     const again = await get("/api/config/etag", { headers: { "if-none-match": etag } });
     assert.equal(again.res.status, 304);
