@@ -17,6 +17,8 @@ pub mod router;
 pub mod services;
 pub mod signature;
 pub mod stats;
+#[cfg(test)]
+mod tests;
 #[cfg(target_arch = "wasm32")]
 mod worker;
 

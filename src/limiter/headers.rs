@@ -18,10 +18,19 @@ use super::decision::Decision;
 pub fn rate_limit_headers(decision: &Decision) -> Vec<(&'static str, String)> {
     let snapshot = decision.snapshot();
     let Some(binding) = decision.binding() else { return Vec::new() };
+    let now = snapshot.now_ms;
+    // One moment for all three forms: when refused, the moment the request may be retried
+    // (Retry-After, `t` and X-RateLimit-Reset agree); when allowed, when the binding limit is
+    // whole again — never further than one window ahead.
+    let retry_s = decision.retry_after_ms().map(|ms| ms.div_ceil(1_000).max(1));
+    let reset_s = match retry_s {
+        Some(s) => now.div_ceil(1_000) + s,
+        None => binding.reset_ms.min(now.saturating_add(binding.window_ms)).div_ceil(1_000),
+    };
     let mut headers = vec![
         ("X-RateLimit-Limit", binding.limit.to_string()),
         ("X-RateLimit-Remaining", binding.remaining.to_string()),
-        ("X-RateLimit-Reset", binding.reset_ms.div_ceil(1_000).to_string()),
+        ("X-RateLimit-Reset", reset_s.to_string()),
     ];
     let policy: Vec<String> = snapshot
         .limits
@@ -30,13 +39,17 @@ pub fn rate_limit_headers(decision: &Decision) -> Vec<(&'static str, String)> {
         .collect();
     headers.push(("RateLimit-Policy", policy.join(", ")));
     let mut current = format!("{};r={}", sf_string(&binding.id), binding.remaining);
-    if binding.remaining < binding.limit {
-        let t = binding.next_ms.saturating_sub(snapshot.now_ms).div_ceil(1_000);
-        current.push_str(&format!(";t={t}"));
+    match retry_s {
+        Some(t) => current.push_str(&format!(";t={t}")),
+        None if binding.remaining < binding.limit => {
+            let t = binding.next_ms.min(now.saturating_add(binding.window_ms)).saturating_sub(now).div_ceil(1_000);
+            current.push_str(&format!(";t={t}"));
+        }
+        None => {}
     }
     headers.push(("RateLimit", current));
-    if let Some(ms) = decision.retry_after_ms() {
-        headers.push(("Retry-After", ms.div_ceil(1_000).max(1).to_string()));
+    if let Some(s) = retry_s {
+        headers.push(("Retry-After", s.to_string()));
     }
     headers
 }
@@ -104,8 +117,18 @@ mod tests {
         let d = Decision::Denied { snapshot: snap, violated: "bucket".into(), retry_after_ms: 1_001 };
         let h = rate_limit_headers(&d);
         assert_eq!(header(&h, "X-RateLimit-Remaining"), Some("2"));
-        assert_eq!(header(&h, "RateLimit"), Some(r#""bucket";r=2;t=1"#));
+        assert_eq!(header(&h, "RateLimit"), Some(r#""bucket";r=2;t=2"#), "t agrees with Retry-After");
         assert_eq!(header(&h, "Retry-After"), Some("2"));
+        assert_eq!(header(&h, "X-RateLimit-Reset"), Some(((NOW / 1_000) + 2).to_string().as_str()));
+    }
+
+    #[test]
+    fn the_reset_never_points_past_the_window() {
+        // A sliding window whole again only in 1.5 windows.
+        let d = Decision::Allowed(snapshot(vec![state("w", 100, 3_600_000, 0, NOW + 5_400_000, NOW + 5_400_000)]));
+        let h = rate_limit_headers(&d);
+        assert_eq!(header(&h, "X-RateLimit-Reset"), Some(((NOW + 3_600_000) / 1_000).to_string().as_str()));
+        assert_eq!(header(&h, "RateLimit"), Some(r#""w";r=0;t=3600"#));
     }
 
     #[test]

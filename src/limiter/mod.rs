@@ -30,7 +30,7 @@ pub mod token_bucket;
 pub use block_cache::BlockCache;
 #[cfg(any(test, feature = "testing"))]
 pub use check::encode_reply;
-pub use check::{check_script, parse_reply, Check, Mode, ScriptCall};
+pub use check::{check_and_read_script, check_script, parse_reply, Check, Mode, ScriptCall};
 pub use decision::{Decision, LimitState, Snapshot};
 pub use error::LimiterError;
 pub use headers::rate_limit_headers;

@@ -1,4 +1,4 @@
-//! The built-in policy of DESIGN.md, used for everything `TOLLGATE_POLICY` leaves out.
+//! The built-in policy (docs/design.md, "Default policy"), used for everything `TOLLGATE_POLICY` leaves out.
 //!
 //! Requests that match no route are still limited by the caller's tier; that needs no route here.
 
@@ -79,7 +79,7 @@ const PROXY_TIMEOUT_MS: NonZeroU32 = nz32(30_000);
 /// Bytes of bodies the in-isolate cache layer holds: an eighth of an isolate's 128 MB.
 pub const ISOLATE_MAX_BYTES: u32 = 16 * 1024 * 1024;
 
-/// The default policy: DESIGN.md's tiers, route limits, cache classes and cacheable routes.
+/// The default policy: the documented tiers, route limits, cache classes and cacheable routes.
 pub fn policy() -> Policy {
     Policy {
         namespace: NAMESPACE.to_owned(),
