@@ -49,12 +49,6 @@ impl<P: Platform> Edge<P> {
         &self.services.config
     }
 
-    /// Whether the edge needs the request body before deciding (cache keys of JSON bodies,
-    /// admin calls); other bodies are streamed to the origin untouched.
-    pub fn needs_body(&self, method: &str, path: &str) -> bool {
-        self.body_cap(method, path, None).is_some() || path.starts_with("/_tollgate/")
-    }
-
     /// How many bytes of the body of a request to (normalized) `path` the edge reads: `None`
     /// streams it to the origin (or drops it) unread. Admin calls are read, up to
     /// [`ADMIN_BODY_BYTES`], only when `authorization` carries the admin token; JSON-body cache
