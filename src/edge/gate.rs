@@ -55,8 +55,8 @@ pub async fn gated<P: Platform>(services: &Rc<Services<P>>, req: EdgeRequest) ->
     let policy = &services.config.policy;
     let routed = Routed { route: policy.route_for(&req.method, &req.path), req };
     // A made-up API key costs a registry lookup: once the caller's address has spent its
-    // anonymous allowance on them, it is refused before the lookup.
-    if caller::presents_api_key(services, &routed.req) {
+    // anonymous allowance on them, a key not verified here before is refused before the lookup.
+    if caller::presents_unknown_api_key(services, &routed.req) {
         if let Some((anon, blocked)) = caller::anonymous_blocked(services, &routed.req) {
             return deny(services, &routed, &anon, &blocked, LimitMode::Redis);
         }
