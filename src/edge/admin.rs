@@ -487,6 +487,8 @@ async fn peek<T: Transport + Clone + 'static, O: Origin + 'static, S: Sleeper + 
         route_limits: &route_limits,
         cost: NonZeroU32::MIN,
         mode: Mode::Peek,
+        usage: None,
+        concurrency: None,
     };
     let (decision, stored_override) = match &gate.redis {
         Some(client) => {

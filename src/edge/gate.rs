@@ -396,6 +396,8 @@ impl<T: Transport + Clone + 'static, O: Origin + 'static, S: Sleeper + 'static> 
             route_limits: route.map_or(&no_limits[..], |r| &r.limits),
             cost: route.map_or(NonZeroU32::MIN, |r| r.cost),
             mode: Mode::Consume,
+            usage: None,
+            concurrency: None,
         };
 
         // The cache target, when the route is cacheable for this method.
@@ -548,12 +550,7 @@ impl<T: Transport + Clone + 'static, O: Origin + 'static, S: Sleeper + 'static> 
             Ok(d) => d,
             // Limits are validated at config load; an unexpected refusal lets the request through
             // rather than failing it.
-            Err(_) => Decision::Allowed(crate::limiter::Snapshot {
-                now_ms: now,
-                tier: None,
-                override_ignored: false,
-                limits: Vec::new(),
-            }),
+            Err(_) => Decision::Allowed(crate::limiter::Snapshot::empty(now)),
         }
     }
 

@@ -157,6 +157,8 @@ pub fn routes() -> Vec<Route> {
                 tags: vec!["config".to_owned()],
                 warm: vec!["app".to_owned()],
             }),
+            usage: None,
+            concurrency: None,
         },
         Route {
             name: "rag".to_owned(),
@@ -173,6 +175,8 @@ pub fn routes() -> Vec<Route> {
                 tags: Vec::new(),
                 warm: Vec::new(),
             }),
+            usage: None,
+            concurrency: None,
         },
     ]
 }
@@ -181,12 +185,12 @@ pub fn routes() -> Vec<Route> {
 fn tier(name: &str, limit: NonZeroU32, window_ms: NonZeroU64) -> Tier {
     Tier {
         name: name.to_owned(),
-        limits: vec![Limit {
-            id: super::validate::derived_limit_id("tier", name, window_ms.get()),
-            algorithm: ALGORITHM,
+        limits: vec![Limit::requests(
+            super::validate::derived_limit_id("tier", name, window_ms.get()),
+            ALGORITHM,
             limit,
             window_ms,
-        }],
+        )],
     }
 }
 
@@ -196,16 +200,18 @@ fn limited(name: &str, path: &str, limit: NonZeroU32, window_ms: NonZeroU64) -> 
         name: name.to_owned(),
         pattern: pattern(path),
         methods: Vec::new(),
-        limits: vec![Limit {
-            id: super::validate::derived_limit_id("route", name, window_ms.get()),
-            algorithm: ALGORITHM,
+        limits: vec![Limit::requests(
+            super::validate::derived_limit_id("route", name, window_ms.get()),
+            ALGORITHM,
             limit,
             window_ms,
-        }],
+        )],
         cost: ONE,
         on_redis_failure: FailurePolicy::Local,
         upstream_path: None,
         cache: None,
+        usage: None,
+        concurrency: None,
     }
 }
 
