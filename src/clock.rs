@@ -1,4 +1,4 @@
-//! Time and randomness as inputs: the request path asks these traits, tests hand in fakes.
+//! Time, waiting and randomness as inputs: the request path asks these traits, tests hand in fakes.
 
 use std::cell::Cell;
 
@@ -59,6 +59,20 @@ impl Clock for FakeClock {
 impl<C: Clock + ?Sized> Clock for &C {
     fn now_ms(&self) -> u64 {
         (**self).now_ms()
+    }
+}
+
+/// Waits: a JS timer in the Worker, `tokio::time::sleep` natively, a fake clock in tests.
+// `async fn` in a public trait cannot promise `Send`; that is the point here (JS futures are !Send).
+#[allow(async_fn_in_trait)]
+pub trait Sleeper {
+    /// Resolves after `ms` milliseconds.
+    async fn sleep(&self, ms: u32);
+}
+
+impl<S: Sleeper + ?Sized> Sleeper for std::rc::Rc<S> {
+    async fn sleep(&self, ms: u32) {
+        (**self).sleep(ms).await;
     }
 }
 

@@ -13,5 +13,7 @@ pub mod keys;
 pub mod limiter;
 pub mod policy;
 pub mod redis;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use policy::{Policy, PolicyError};

@@ -12,9 +12,9 @@ use support::{Resp, Stack};
 use tollgate::cache::{
     acquire_command, classify_read, key, lock_acquired, read_command, release_args, release_script, CacheAside,
     CacheDeps, CacheStatus, CacheTarget, InvalidationTarget, IsolateState, LockRelease, Lookup, Origin, OriginError,
-    OriginRequest, OriginResponse, Payload, Sleeper, INVALIDATION_CHANNEL,
+    OriginRequest, OriginResponse, Payload, INVALIDATION_CHANNEL,
 };
-use tollgate::clock::{SystemClock, SystemRandom};
+use tollgate::clock::{Sleeper, SystemClock, SystemRandom};
 use tollgate::keys::Keys;
 use tollgate::policy::{CacheClass, CacheScope, Policy};
 use tollgate::redis::{Command, ReqwestTransport};

@@ -3,7 +3,7 @@
 #![cfg(target_arch = "wasm32")]
 
 use js_sys::{Function, Promise, Reflect};
-use tollgate::redis::{Client, Command, FetchTransport, RedisError, Reply, ReqwestTransport, Transport};
+use tollgate::redis::{BudgetConfig, Client, Command, FetchTransport, RedisError, Reply, ReqwestTransport, Transport};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 use wasm_bindgen_test::wasm_bindgen_test;
@@ -89,7 +89,7 @@ fn reqwest(url: &str, token: &str, ms: u32) -> ReqwestTransport {
 }
 
 fn fetch(url: &str, token: &str, ms: u32) -> FetchTransport {
-    FetchTransport::new(url, token, ms).unwrap()
+    FetchTransport::new(url, token, BudgetConfig::fixed(ms)).unwrap()
 }
 
 async fn times_out_when_the_server_never_answers<T: Transport>(make: Make<T>) {
@@ -158,7 +158,7 @@ async fn nothing_listening_is_a_transport_error() {
 
 #[wasm_bindgen_test]
 fn the_fetch_transport_refuses_a_url_without_a_host_or_a_bad_token() {
-    assert!(FetchTransport::new("127.0.0.1:8079", "t", 50).is_err());
-    assert!(FetchTransport::new("http://", "t", 50).is_err());
-    assert!(FetchTransport::new("http://127.0.0.1:8079", "bad\ntoken", 50).is_err());
+    assert!(FetchTransport::new("127.0.0.1:8079", "t", BudgetConfig::fixed(50)).is_err());
+    assert!(FetchTransport::new("http://", "t", BudgetConfig::fixed(50)).is_err());
+    assert!(FetchTransport::new("http://127.0.0.1:8079", "bad\ntoken", BudgetConfig::fixed(50)).is_err());
 }

@@ -37,32 +37,19 @@ use super::entry::{Entry, ENTRY_FORMAT, REPLAYED_HEADERS};
 use super::http::etag_for;
 use super::invalidate::{Invalidation, InvalidationTarget, Invalidator};
 use super::isolate::IsolateCache;
+use crate::clock::Sleeper;
+
 use super::key::namespace;
 use super::lock::{acquire_command, lock_acquired, lock_key, release_args, release_script};
 use super::lookup::{classify_read_limited, read_command, Lookup};
 use super::origin::{Origin, OriginError, OriginRequest, OriginResponse};
 use super::single_flight::SingleFlight;
-use super::stats::Stats;
 use super::status::CacheStatus;
 use super::storable::{self, NotStorable};
 use super::ttl::{expiry, jittered_ttl_ms, should_refresh_early};
 
 /// Reads of the entry while another isolate holds the fill lock, spread over `lock_wait_ms`.
 pub const WAIT_POLLS: u32 = 5;
-
-/// Waits: a JS timer in the Worker, `tokio::time::sleep` natively, a fake clock in tests.
-// `async fn` in a public trait cannot promise `Send`; that is the point here (JS futures are !Send).
-#[allow(async_fn_in_trait)]
-pub trait Sleeper {
-    /// Resolves after `ms` milliseconds.
-    async fn sleep(&self, ms: u32);
-}
-
-impl<S: Sleeper + ?Sized> Sleeper for Rc<S> {
-    async fn sleep(&self, ms: u32) {
-        (**self).sleep(ms).await;
-    }
-}
 
 /// Why a cacheable request got no response to serve (the edge maps it with [`LoadError::http_status`]).
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -228,7 +215,6 @@ pub struct IsolateState {
     layer: RefCell<IsolateCache>,
     flights: SingleFlight<String, FillResult>,
     refreshing: RefCell<HashSet<String>>,
-    stats: RefCell<Stats>,
 }
 
 impl IsolateState {
@@ -238,18 +224,7 @@ impl IsolateState {
             layer: RefCell::new(IsolateCache::from_settings(settings)),
             flights: SingleFlight::new(),
             refreshing: RefCell::new(HashSet::new()),
-            stats: RefCell::new(Stats::new()),
         }
-    }
-
-    /// Takes the counters since the last drain (see [`Stats::drain`]).
-    pub fn drain_stats(&self) -> Vec<(String, u64)> {
-        self.stats.borrow_mut().drain()
-    }
-
-    /// The count of `status` answers for `route` since the last drain.
-    pub fn count(&self, route: &str, status: CacheStatus) -> u64 {
-        self.stats.borrow().count(route, status)
     }
 
     /// Drops what `target` covers from the in-isolate layer (a pattern drops its whole
@@ -263,10 +238,6 @@ impl IsolateState {
             }
             InvalidationTarget::Tag(tag) => layer.remove_tagged(tag),
         }
-    }
-
-    fn record(&self, route: &str, status: CacheStatus) {
-        self.stats.borrow_mut().record(route, status);
     }
 }
 
@@ -335,7 +306,6 @@ impl<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static> CacheAsi
         if !entry.is_fresh(now) {
             return None;
         }
-        self.state.record(&target.route, CacheStatus::Hit);
         Some(Served { status: CacheStatus::Hit, payload: Payload::Cached((*entry).clone()), background: None })
     }
 
@@ -368,7 +338,7 @@ impl<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static> CacheAsi
         request: OriginRequest,
     ) -> Result<Served, LoadError> {
         let now = self.deps.clock.now_ms();
-        let (counted, result) = match read {
+        match read {
             Ok(Lookup::Fresh(entry)) => {
                 let entry = Rc::new(entry);
                 self.remember(target, &entry, now);
@@ -376,23 +346,15 @@ impl<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static> CacheAsi
                     should_refresh_early(&entry, now, self.deps.settings.early_refresh_beta, self.deps.random.unit());
                 let background =
                     if early { self.refresh(target, request, entry.generation, RefreshReason::Early) } else { None };
-                let served =
-                    Served { status: CacheStatus::Hit, payload: Payload::Cached((*entry).clone()), background };
-                (CacheStatus::Hit, Ok(served))
+                Ok(Served { status: CacheStatus::Hit, payload: Payload::Cached((*entry).clone()), background })
             }
             Ok(Lookup::Stale(entry)) => {
                 let background = self.refresh(target, request, entry.generation, RefreshReason::Stale);
-                (
-                    CacheStatus::Stale,
-                    Ok(Served { status: CacheStatus::Stale, payload: Payload::Cached(entry), background }),
-                )
+                Ok(Served { status: CacheStatus::Stale, payload: Payload::Cached(entry), background })
             }
-            Ok(Lookup::Miss { generation }) => (CacheStatus::Miss, self.fill(target, request, Some(generation)).await),
-            Err(_) => (CacheStatus::Bypass, self.fill(target, request, None).await),
-        };
-        let status = result.as_ref().map_or(counted, |s| s.status);
-        self.state.record(&target.route, status);
-        result
+            Ok(Lookup::Miss { generation }) => self.fill(target, request, Some(generation)).await,
+            Err(_) => self.fill(target, request, None).await,
+        }
     }
 
     /// A background refresh of `target`, unless one is already running in this isolate.
@@ -684,8 +646,8 @@ mod tests {
 
     use super::*;
     use crate::cache::invalidate::InvalidationTarget;
-    use crate::cache::testing::{ok, run_with_timer, Behaviour, FakeOrigin, FakeRedis, FakeTimer};
     use crate::clock::{FakeClock, FakeRandom};
+    use crate::testing::{ok, run_with_timer, Behaviour, FakeOrigin, FakeRedis, FakeTimer};
 
     type TestCache = CacheAside<Rc<FakeRedis>, Rc<FakeOrigin>, Rc<FakeTimer>>;
 
@@ -804,8 +766,6 @@ mod tests {
         assert_eq!((hit.status, body(&hit)), (CacheStatus::Hit, body(&first)));
         assert_eq!(&f.redis.commands()[before..], ["MGET"]);
         assert_eq!(f.origin.calls.get(), 1);
-        assert_eq!(cache.state().count("config", CacheStatus::Miss), 1);
-        assert_eq!(cache.state().count("config", CacheStatus::Hit), 1);
     }
 
     #[test]
@@ -948,7 +908,6 @@ mod tests {
         assert_eq!(served.status, CacheStatus::Bypass);
         assert_eq!(body(&served), br#"{"name":"app","on":true}"#);
         assert!(matches!(served.payload, Payload::Passthrough(_)));
-        assert_eq!(cache.state().count("config", CacheStatus::Bypass), 1);
         // The edge's own read failed: the same.
         let served = f.run(cache.serve(&target(), Err(RedisError::Timeout(50)), request())).unwrap();
         assert_eq!(served.status, CacheStatus::Bypass);

@@ -24,10 +24,6 @@ use super::ttl::max_entry_lifetime_ms;
 /// The channel every invalidation is published on, as JSON.
 pub const INVALIDATION_CHANNEL: &str = "system:cache_invalidation";
 
-/// Keys asked for per `SCAN` round.
-const SCAN_COUNT: u32 = 500;
-/// `SCAN` rounds after which a pattern invalidation gives up (a server that never ends a scan).
-const MAX_SCAN_ROUNDS: u32 = 100_000;
 /// Shortest life of a generation key, ms (one day), whatever the classes say.
 const MIN_GENERATION_TTL_MS: u64 = 24 * 60 * 60 * 1000;
 
@@ -122,7 +118,7 @@ impl<'a, T: Transport> Invalidator<'a, T> {
                 (count(&reply)?, None)
             }
             InvalidationTarget::Pattern { ns, pattern } => {
-                (self.delete_matching(&entry_match(self.keys, ns, pattern)).await?, None)
+                (self.client.delete_matching(&entry_match(self.keys, ns, pattern)).await?, None)
             }
             InvalidationTarget::Tag(tag) => {
                 let (keys, args) = tag_args(self.keys, tag);
@@ -147,24 +143,6 @@ impl<'a, T: Transport> Invalidator<'a, T> {
             outcome.published = self.client.command(publish).await.is_ok();
         }
         Ok(outcome)
-    }
-
-    /// `SCAN`s for `pattern` and deletes what it finds; how many were deleted.
-    async fn delete_matching(&self, pattern: &str) -> Result<u64, RedisError> {
-        let mut cursor = "0".to_owned();
-        let mut deleted = 0u64;
-        for _ in 0..MAX_SCAN_ROUNDS {
-            let scan = Command::new("SCAN").arg(cursor.as_str()).arg("MATCH").arg(pattern).arg("COUNT").arg(SCAN_COUNT);
-            let (next, found) = parse_scan(&self.client.command(scan).await?)?;
-            if !found.is_empty() {
-                deleted += count(&self.client.command(Command::del(found)).await?)?;
-            }
-            if next == "0" {
-                return Ok(deleted);
-            }
-            cursor = next;
-        }
-        Err(RedisError::Malformed("SCAN did not finish".to_owned()))
     }
 }
 
@@ -223,23 +201,6 @@ fn count(reply: &Reply) -> Result<u64, RedisError> {
         .to_i64()
         .and_then(|n| u64::try_from(n).ok())
         .ok_or_else(|| RedisError::Malformed(format!("expected a count, got {reply:?}")))
-}
-
-/// `[cursor, [key, …]]`.
-fn parse_scan(reply: &Reply) -> Result<(String, Vec<String>), RedisError> {
-    let bad = || RedisError::Malformed(format!("unexpected SCAN reply {reply:?}"));
-    let [cursor, found] = reply.as_array().ok_or_else(bad)? else {
-        return Err(bad());
-    };
-    let cursor =
-        cursor.as_str().map(str::to_owned).or_else(|| cursor.as_int().map(|n| n.to_string())).ok_or_else(bad)?;
-    let found = found
-        .as_array()
-        .ok_or_else(bad)?
-        .iter()
-        .map(|k| k.as_str().map(str::to_owned).ok_or_else(bad))
-        .collect::<Result<Vec<_>, _>>()?;
-    Ok((cursor, found))
 }
 
 #[cfg(test)]
@@ -311,13 +272,5 @@ mod tests {
         assert_eq!(key_for_write(&policy, "POST", "/api/rag/context", "h"), None, "body-keyed routes are reads");
         assert_eq!(key_for_write(&policy, "PUT", "/api/chat/1", "h"), None);
         assert_eq!(key_for_write(&policy, "PUT", "/api/config/a/b", "h"), None);
-    }
-
-    #[test]
-    fn scan_replies_are_parsed_strictly() {
-        let ok = Reply::Array(vec![Reply::Bulk(b"17".to_vec()), Reply::Array(vec![Reply::Bulk(b"k1".to_vec())])]);
-        assert_eq!(parse_scan(&ok).unwrap(), ("17".to_owned(), vec!["k1".to_owned()]));
-        assert!(parse_scan(&Reply::Nil).is_err());
-        assert!(parse_scan(&Reply::Array(vec![Reply::Bulk(b"0".to_vec())])).is_err());
     }
 }

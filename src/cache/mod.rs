@@ -26,17 +26,14 @@ mod lock;
 mod lookup;
 mod origin;
 mod single_flight;
-mod stats;
 mod status;
 pub mod storable;
 pub mod ttl;
-
-#[cfg(test)]
-mod testing;
+mod warm;
 
 pub use aside::{
     CacheAside, CacheDeps, CacheTarget, IsolateState, LoadError, Payload, Refresh, RefreshOutcome, RefreshReason,
-    Served, Sleeper, WAIT_POLLS,
+    Served, WAIT_POLLS,
 };
 pub use entry::{Entry, EntryError, ENTRY_FORMAT, MAX_DECODED_BODY_BYTES, REPLAYED_HEADERS};
 pub use invalidate::{
@@ -49,6 +46,6 @@ pub use lock::{acquire_command, lock_acquired, lock_key, release_args, release_s
 pub use lookup::{classify_read, classify_read_limited, read_command, Lookup};
 pub use origin::{Origin, OriginError, OriginRequest, OriginResponse};
 pub use single_flight::SingleFlight;
-pub use stats::{flush_commands, Stats, STATS_RETENTION_MS};
 pub use status::CacheStatus;
 pub use storable::NotStorable;
+pub use warm::{warm, Warmed};

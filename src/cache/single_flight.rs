@@ -15,7 +15,7 @@ use std::future::Future;
 use std::hash::Hash;
 use std::rc::{Rc, Weak};
 
-use super::aside::Sleeper;
+use crate::clock::Sleeper;
 
 /// How often a follower looks at the slot, ms.
 pub const POLL_MS: u32 = 10;
@@ -137,9 +137,9 @@ mod tests {
     use futures::future::join_all;
 
     use super::*;
-    use crate::cache::aside::Sleeper;
-    use crate::cache::testing::{block_on, run_with_timer, yield_now, FakeTimer};
+    use crate::clock::Sleeper;
     use crate::clock::{Clock, FakeClock};
+    use crate::testing::{block_on, run_with_timer, yield_now, FakeTimer};
 
     fn timer() -> Rc<FakeTimer> {
         Rc::new(FakeTimer::new(Rc::new(FakeClock::new(0))))

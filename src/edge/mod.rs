@@ -1,18 +1,29 @@
-//! The edge: requests in, answers out. Configuration from the environment, the gate (limits,
-//! cache, proxy), the admin API, headers (CORS, problem+json) and the wasm glue.
+//! The edge: requests in, answers out. The entrance ([`router`]) sends each request to the gated
+//! pipeline ([`gate`]) or the admin API ([`admin`]); both share the isolate's [`Services`].
+//! Configuration, headers (CORS, problem+json), errors and the wasm glue live beside them.
 
 pub mod admin;
+mod aftercare;
+mod caller;
 pub mod config;
 pub mod cors;
-pub mod gate;
+pub mod error;
+mod gate;
 pub mod http;
 pub mod problem;
 pub mod proxy;
+pub mod respond;
+pub mod router;
+pub mod services;
 pub mod stats;
 #[cfg(target_arch = "wasm32")]
 mod worker;
 
+pub use caller::Caller;
 pub use config::{Config, ConfigError};
-pub use gate::{Gate, Handled, Outcome, ProxyPlan};
+pub use error::{AdminError, GateError};
 pub use http::{EdgeRequest, EdgeResponse};
-pub use problem::Problem;
+pub use problem::{Problem, ProblemKind};
+pub use respond::{Handled, LimitMode, Outcome, ProxyPlan};
+pub use router::Edge;
+pub use services::{Background, Platform, Services};

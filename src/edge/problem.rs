@@ -1,4 +1,5 @@
-//! RFC 9457 problem details: the one place errors become HTTP responses, never leaking internals.
+//! RFC 9457 problem details: every kind of problem Tollgate answers with, each with its one
+//! status, `type` slug and title, and the one rendering of a problem as a response.
 
 use serde_json::{json, Map, Value};
 
@@ -7,25 +8,122 @@ use super::http::EdgeResponse;
 /// Base of the `type` URIs of Tollgate's problems.
 pub const TYPE_BASE: &str = "https://tollgate.dev/problems/";
 
-/// A problem to answer with: status, a stable type slug, a title, a detail, and extra members.
+/// Every kind of problem, with a stable slug, title and status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ProblemKind {
+    /// `400`: the request itself is wrong.
+    BadRequest,
+    /// `401`: missing, malformed, expired or revoked credentials.
+    Unauthorized,
+    /// `404`: nothing here.
+    NotFound,
+    /// `405`: the path exists, the method does not.
+    MethodNotAllowed,
+    /// `409`: a new API key collided with an existing one.
+    KeyConflict,
+    /// `413`: the body is larger than this endpoint accepts.
+    PayloadTooLarge,
+    /// `429`: a limit refused the request.
+    RateLimited,
+    /// `500`: the Worker's configuration is invalid (the detail names the field).
+    InvalidConfig,
+    /// `502`: the origin could not be reached or failed.
+    OriginUnreachable,
+    /// `502`: Redis answered something that is not what was asked for.
+    RedisReply,
+    /// `503`: Redis is unreachable and the route fails closed.
+    LimiterUnavailable,
+    /// `503`: the API-key registry cannot be read.
+    KeyRegistryUnavailable,
+    /// `503`: the operation needs Redis and Tollgate runs in memory mode.
+    RedisRequired,
+    /// `503`: the operation could not reach Redis.
+    RedisUnavailable,
+    /// `504`: the origin did not answer in time.
+    OriginTimeout,
+}
+
+impl ProblemKind {
+    /// The stable slug appended to [`TYPE_BASE`].
+    pub fn slug(self) -> &'static str {
+        match self {
+            ProblemKind::BadRequest => "bad-request",
+            ProblemKind::Unauthorized => "unauthorized",
+            ProblemKind::NotFound => "not-found",
+            ProblemKind::MethodNotAllowed => "method-not-allowed",
+            ProblemKind::KeyConflict => "key-conflict",
+            ProblemKind::PayloadTooLarge => "payload-too-large",
+            ProblemKind::RateLimited => "rate-limited",
+            ProblemKind::InvalidConfig => "invalid-config",
+            ProblemKind::OriginUnreachable => "origin-unreachable",
+            ProblemKind::RedisReply => "redis-reply",
+            ProblemKind::LimiterUnavailable => "limiter-unavailable",
+            ProblemKind::KeyRegistryUnavailable => "key-registry-unavailable",
+            ProblemKind::RedisRequired => "redis-required",
+            ProblemKind::RedisUnavailable => "redis-unavailable",
+            ProblemKind::OriginTimeout => "origin-timeout",
+        }
+    }
+
+    /// The short summary, the same for every occurrence.
+    pub fn title(self) -> &'static str {
+        match self {
+            ProblemKind::BadRequest => "Bad request",
+            ProblemKind::Unauthorized => "Unauthorized",
+            ProblemKind::NotFound => "Not found",
+            ProblemKind::MethodNotAllowed => "Method not allowed",
+            ProblemKind::KeyConflict => "Key not created",
+            ProblemKind::PayloadTooLarge => "Payload too large",
+            ProblemKind::RateLimited => "Too Many Requests",
+            ProblemKind::InvalidConfig => "Invalid Tollgate configuration",
+            ProblemKind::OriginUnreachable => "Origin unreachable",
+            ProblemKind::RedisReply => "Unexpected Redis reply",
+            ProblemKind::LimiterUnavailable => "Rate limiter unavailable",
+            ProblemKind::KeyRegistryUnavailable => "API key registry unavailable",
+            ProblemKind::RedisRequired => "Redis required",
+            ProblemKind::RedisUnavailable => "Redis unavailable",
+            ProblemKind::OriginTimeout => "Origin timed out",
+        }
+    }
+
+    /// The HTTP status.
+    pub fn status(self) -> u16 {
+        match self {
+            ProblemKind::BadRequest => 400,
+            ProblemKind::Unauthorized => 401,
+            ProblemKind::NotFound => 404,
+            ProblemKind::MethodNotAllowed => 405,
+            ProblemKind::KeyConflict => 409,
+            ProblemKind::PayloadTooLarge => 413,
+            ProblemKind::RateLimited => 429,
+            ProblemKind::InvalidConfig => 500,
+            ProblemKind::OriginUnreachable | ProblemKind::RedisReply => 502,
+            ProblemKind::LimiterUnavailable
+            | ProblemKind::KeyRegistryUnavailable
+            | ProblemKind::RedisRequired
+            | ProblemKind::RedisUnavailable => 503,
+            ProblemKind::OriginTimeout => 504,
+        }
+    }
+}
+
+/// A problem to answer with: its kind, a detail, extra members and extra headers.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Problem {
-    /// HTTP status.
-    pub status: u16,
-    /// Stable slug appended to [`TYPE_BASE`] (`rate-limited`, `origin-unreachable`).
-    pub kind: &'static str,
-    /// Short summary, the same for every occurrence of the kind.
-    pub title: &'static str,
+    /// What kind of problem.
+    pub kind: ProblemKind,
     /// Human-readable explanation of this occurrence.
     pub detail: String,
     /// Extension members.
     pub extra: Map<String, Value>,
+    /// Headers the response carries besides the problem's own (`retry-after`).
+    pub headers: Vec<(&'static str, String)>,
 }
 
 impl Problem {
-    /// A problem without extension members.
-    pub fn new(status: u16, kind: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
-        Self { status, kind, title, detail: detail.into(), extra: Map::new() }
+    /// A problem of `kind`.
+    pub fn new(kind: ProblemKind, detail: impl Into<String>) -> Self {
+        Self { kind, detail: detail.into(), extra: Map::new(), headers: Vec::new() }
     }
 
     /// Adds an extension member.
@@ -34,66 +132,51 @@ impl Problem {
         self
     }
 
+    /// Adds a response header.
+    pub fn with_header(mut self, name: &'static str, value: impl Into<String>) -> Self {
+        self.headers.push((name, value.into()));
+        self
+    }
+
+    /// The HTTP status.
+    pub fn status(&self) -> u16 {
+        self.kind.status()
+    }
+
     /// The `application/problem+json` response.
     pub fn to_response(&self) -> EdgeResponse {
         let mut body = Map::new();
-        body.insert("type".into(), json!(format!("{TYPE_BASE}{}", self.kind)));
-        body.insert("title".into(), json!(self.title));
-        body.insert("status".into(), json!(self.status));
+        body.insert("type".into(), json!(format!("{TYPE_BASE}{}", self.kind.slug())));
+        body.insert("title".into(), json!(self.kind.title()));
+        body.insert("status".into(), json!(self.status()));
         body.insert("detail".into(), json!(self.detail));
         for (k, v) in &self.extra {
             body.insert(k.clone(), v.clone());
         }
         let bytes = serde_json::to_vec(&Value::Object(body)).unwrap_or_default();
-        EdgeResponse::new(self.status)
+        let mut resp = EdgeResponse::new(self.status())
             .with_header("content-type", "application/problem+json")
             .with_header("cache-control", "no-store")
-            .with_body(bytes)
+            .with_body(bytes);
+        for (name, value) in &self.headers {
+            resp.set_header(name, value.clone());
+        }
+        resp
     }
 
-    /// `400`: the request itself is wrong.
+    /// `400`.
     pub fn bad_request(detail: impl Into<String>) -> Self {
-        Self::new(400, "bad-request", "Bad request", detail)
+        Self::new(ProblemKind::BadRequest, detail)
     }
 
-    /// `401`: missing, malformed, expired or revoked credentials.
+    /// `401`.
     pub fn unauthorized(detail: impl Into<String>) -> Self {
-        Self::new(401, "unauthorized", "Unauthorized", detail)
+        Self::new(ProblemKind::Unauthorized, detail)
     }
 
-    /// `404`: nothing here.
+    /// `404`.
     pub fn not_found(detail: impl Into<String>) -> Self {
-        Self::new(404, "not-found", "Not found", detail)
-    }
-
-    /// `405`: the path exists, the method does not.
-    pub fn method_not_allowed(detail: impl Into<String>) -> Self {
-        Self::new(405, "method-not-allowed", "Method not allowed", detail)
-    }
-
-    /// `500`: the Worker's configuration is invalid (the detail names the field).
-    pub fn invalid_config(detail: impl Into<String>) -> Self {
-        Self::new(500, "invalid-config", "Invalid Tollgate configuration", detail)
-    }
-
-    /// `502`: the origin could not be reached or failed.
-    pub fn origin_unreachable(detail: impl Into<String>) -> Self {
-        Self::new(502, "origin-unreachable", "Origin unreachable", detail)
-    }
-
-    /// `504`: the origin did not answer in time.
-    pub fn origin_timeout(detail: impl Into<String>) -> Self {
-        Self::new(504, "origin-timeout", "Origin timed out", detail)
-    }
-
-    /// `503`: Redis is unreachable and the route fails closed.
-    pub fn limiter_unavailable(route: &str) -> Self {
-        Self::new(
-            503,
-            "limiter-unavailable",
-            "Rate limiter unavailable",
-            format!("the rate limiter cannot be reached and route \"{route}\" fails closed"),
-        )
+        Self::new(ProblemKind::NotFound, detail)
     }
 }
 
@@ -103,13 +186,42 @@ mod tests {
 
     #[test]
     fn problems_are_problem_json_with_type_title_status_detail() {
-        let r = Problem::origin_unreachable("connection refused").with("route", "echo").to_response();
+        let r = Problem::new(ProblemKind::OriginUnreachable, "connection refused")
+            .with("route", "echo")
+            .with_header("retry-after", "5")
+            .to_response();
         assert_eq!(r.status, 502);
         assert_eq!(r.header("content-type"), Some("application/problem+json"));
+        assert_eq!(r.header("retry-after"), Some("5"));
         let v: Value = serde_json::from_slice(&r.body).unwrap();
         assert_eq!(v["type"], "https://tollgate.dev/problems/origin-unreachable");
         assert_eq!(v["status"], 502);
         assert_eq!(v["detail"], "connection refused");
         assert_eq!(v["route"], "echo");
+    }
+
+    #[test]
+    fn every_kind_has_a_distinct_slug_and_an_error_status() {
+        use ProblemKind::*;
+        let all = [
+            BadRequest,
+            Unauthorized,
+            NotFound,
+            MethodNotAllowed,
+            KeyConflict,
+            PayloadTooLarge,
+            RateLimited,
+            InvalidConfig,
+            OriginUnreachable,
+            RedisReply,
+            LimiterUnavailable,
+            KeyRegistryUnavailable,
+            RedisRequired,
+            RedisUnavailable,
+            OriginTimeout,
+        ];
+        let slugs: std::collections::HashSet<_> = all.iter().map(|k| k.slug()).collect();
+        assert_eq!(slugs.len(), all.len());
+        assert!(all.iter().all(|k| (400..600).contains(&k.status())));
     }
 }

@@ -8,13 +8,15 @@ use futures::future::{select, Either};
 use wasm_bindgen::{JsCast, JsValue};
 use worker::{event, Context, Env, ScheduleContext, ScheduledEvent};
 
-use crate::cache::{Origin, OriginError, OriginRequest, OriginResponse, Sleeper};
-use crate::clock::{Clock, SystemClock, SystemRandom, Timer};
+use crate::cache::{Origin, OriginError, OriginRequest, OriginResponse};
+use crate::clock::{Clock, Sleeper, SystemClock, SystemRandom, Timer};
+use crate::edge::aftercare::Aftercare;
 use crate::edge::config::Config;
-use crate::edge::gate::{Gate, Outcome, ProxyPlan};
 use crate::edge::http::{split_url, EdgeRequest, EdgeResponse};
-use crate::edge::problem::Problem;
-use crate::redis::{FetchTransport, COLD_TIMEOUT_MS};
+use crate::edge::problem::{Problem, ProblemKind};
+use crate::edge::{Background, Edge, Outcome, Platform, ProxyPlan};
+use crate::limiter::UsageMeter;
+use crate::redis::{BudgetConfig, FetchTransport};
 
 /// The variables the Worker reads; their values together key the isolate's gate.
 const VARS: [&str; 7] = [
@@ -27,7 +29,16 @@ const VARS: [&str; 7] = [
     "TOLLGATE_POLICY",
 ];
 
-type WorkerGate = Gate<FetchTransport, FetchOrigin, WorkerSleeper>;
+/// The Workers runtime: Redis and the origin over `fetch`, JS timers.
+pub struct WorkerPlatform;
+
+impl Platform for WorkerPlatform {
+    type Transport = FetchTransport;
+    type Origin = FetchOrigin;
+    type Sleeper = WorkerSleeper;
+}
+
+type WorkerGate = Edge<WorkerPlatform>;
 
 thread_local! {
     /// The isolate's gate, rebuilt only when the environment changes.
@@ -78,14 +89,13 @@ fn gate_for_values(env: &Env) -> Result<Rc<WorkerGate>, String> {
     };
     let transport = match &config.redis {
         Some(r) => Some(
-            FetchTransport::new(&r.url, &r.token, config.policy.redis.timeout_ms.get())
-                .map_err(|e| format!("UPSTASH_REDIS_REST_URL: {e}"))?
-                .with_first_request_budget(COLD_TIMEOUT_MS),
+            FetchTransport::new(&r.url, &r.token, BudgetConfig::from_settings(&config.policy.redis))
+                .map_err(|e| format!("UPSTASH_REDIS_REST_URL: {e}"))?,
         ),
         None => None,
     };
     let gate =
-        Rc::new(Gate::new(config, transport, origin, WorkerSleeper, Rc::new(SystemClock), Rc::new(SystemRandom)));
+        Rc::new(Edge::new(config, transport, origin, WorkerSleeper, Rc::new(SystemClock), Rc::new(SystemRandom)));
     GATE.with(|g| *g.borrow_mut() = Some((fingerprint, gate.clone())));
     Ok(gate)
 }
@@ -99,7 +109,7 @@ fn start() {
 async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
     let gate = match gate_for(&env) {
         Ok(g) => g,
-        Err(message) => return to_response(Problem::invalid_config(message).to_response()),
+        Err(message) => return to_response(Problem::new(ProblemKind::InvalidConfig, message).to_response()),
     };
     let method = req.method();
     let (path, query) = split_url(&req.url());
@@ -116,7 +126,13 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
     }
     match handled.outcome {
         Outcome::Respond(resp) => to_response(resp),
-        Outcome::Proxy(plan) => stream_proxy(&req, plan, &ctx).await,
+        Outcome::Proxy(plan) => {
+            let (resp, after) = stream_proxy(&req, plan).await?;
+            if let Some(task) = after {
+                ctx.wait_until(task);
+            }
+            Ok(resp)
+        }
     }
 }
 
@@ -156,7 +172,16 @@ fn to_response(resp: EdgeResponse) -> worker::Result<web_sys::Response> {
 /// back with Tollgate's headers added. The origin's headers are copied by the runtime, which also
 /// frames the response itself (no hop-by-hop header of the origin's connection reaches the
 /// caller).
-async fn stream_proxy(req: &web_sys::Request, plan: ProxyPlan, ctx: &Context) -> worker::Result<web_sys::Response> {
+///
+/// A route that reserved usage or took a concurrency slot gets the answer's body through a
+/// pass-through stream that reads the usage report on the way; when the body ends or the client
+/// goes away, the returned background task settles and releases in one round trip.
+async fn stream_proxy(
+    req: &web_sys::Request,
+    mut plan: ProxyPlan,
+) -> worker::Result<(web_sys::Response, Option<Background>)> {
+    let aftercare = plan.aftercare.take();
+    let unpaid = |aftercare: Option<Aftercare>| aftercare.map(|a| a.finish(None));
     let started = SystemClock.now_ms();
     let init = web_sys::RequestInit::new();
     init.set_method(&plan.method);
@@ -178,7 +203,10 @@ async fn stream_proxy(req: &web_sys::Request, plan: ProxyPlan, ctx: &Context) ->
     }
     let upstream = match web_sys::Request::new_with_str_and_init(&plan.url, &init) {
         Ok(r) => r,
-        Err(_) => return to_response(Problem::origin_unreachable("the origin URL could not be built").to_response()),
+        Err(_) => {
+            let problem = Problem::new(ProblemKind::OriginUnreachable, "the origin URL could not be built");
+            return Ok((to_response(problem.to_response())?, unpaid(aftercare)));
+        }
     };
     let promise = js_sys::global().unchecked_into::<web_sys::WorkerGlobalScope>().fetch_with_request(&upstream);
     let answer = wasm_bindgen_futures::JsFuture::from(promise).await;
@@ -187,28 +215,77 @@ async fn stream_proxy(req: &web_sys::Request, plan: ProxyPlan, ctx: &Context) ->
         Ok(r) => r,
         Err(e) => {
             let detail = e.as_string().unwrap_or_else(|| "the origin could not be reached".to_owned());
-            let mut problem = Problem::origin_unreachable(detail).to_response();
+            let mut problem = Problem::new(ProblemKind::OriginUnreachable, detail).to_response();
             plan.decorate(&mut problem, origin_ms);
-            return to_response(problem);
+            return Ok((to_response(problem)?, unpaid(aftercare)));
         }
     };
 
     let status = resp.status();
     let mut added = EdgeResponse::new(status);
     plan.decorate(&mut added, origin_ms);
+    // A write to a cached resource invalidates it before its answer goes out, so the caller's
+    // next read sees the new value.
     if let Some(task) = plan.after_response(status) {
-        ctx.wait_until(task);
+        task.await;
     }
     let resp_init = web_sys::ResponseInit::new();
     resp_init.set_status(status);
     resp_init.set_status_text(&resp.status_text());
     resp_init.set_headers(&resp.headers().into());
-    let out = web_sys::Response::new_with_opt_readable_stream_and_init(resp.body().as_ref(), &resp_init)?;
+    let (body, after) = match (aftercare, resp.body()) {
+        (None, body) => (body, None),
+        (Some(a), None) => (None, Some(a.finish(None))),
+        (Some(a), Some(body)) => {
+            let meter = a.source.as_ref().map(|s| UsageMeter::new(s, &header_list(&resp.headers())));
+            let pass = web_sys::TransformStream::new()?;
+            let writer = pass.writable().get_writer()?;
+            (Some(pass.readable()), Some(Box::pin(metered_pump(body, writer, meter, a)) as Background))
+        }
+    };
+    let out = web_sys::Response::new_with_opt_readable_stream_and_init(body.as_ref(), &resp_init)?;
     let out_headers = out.headers();
     for (name, value) in &added.headers {
         out_headers.set(name, value)?;
     }
-    Ok(out)
+    Ok((out, after))
+}
+
+/// Copies the origin's body to the caller chunk by chunk, feeding the usage meter; at the end of
+/// the body, or as soon as the caller is gone (a write fails), pays the request's aftercare.
+async fn metered_pump(
+    body: web_sys::ReadableStream,
+    writer: web_sys::WritableStreamDefaultWriter,
+    mut meter: Option<UsageMeter>,
+    aftercare: Aftercare,
+) {
+    use wasm_bindgen_futures::JsFuture;
+    let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+    let mut complete = false;
+    loop {
+        let Ok(step) = JsFuture::from(reader.read()).await else { break };
+        let done = js_sys::Reflect::get(&step, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true);
+        if done {
+            complete = true;
+            break;
+        }
+        let Ok(chunk) = js_sys::Reflect::get(&step, &"value".into()) else { break };
+        if let Some(m) = meter.as_mut().filter(|m| m.reads_body()) {
+            m.feed(&js_sys::Uint8Array::new(&chunk).to_vec());
+        }
+        if JsFuture::from(writer.write_with_chunk(&chunk)).await.is_err() {
+            // The caller went away: stop reading the origin.
+            let _ = JsFuture::from(reader.cancel()).await;
+            break;
+        }
+    }
+    if complete {
+        let _ = JsFuture::from(writer.close()).await;
+    } else {
+        let _ = JsFuture::from(writer.abort()).await;
+    }
+    let reported = meter.and_then(|m| if complete { m.finish() } else { m.so_far() });
+    aftercare.finish(reported).await;
 }
 
 /// The name/value pairs of a `Headers` object, in order.

@@ -242,11 +242,16 @@ impl KeyCache {
     pub fn get(&mut self, key_hash: &str, now_ms: u64) -> Option<Result<KeyRecord, AuthError>> {
         match self.entries.get(key_hash) {
             Some((outcome, until)) if now_ms < *until => Some(outcome.clone()),
-            Some(_) => {
-                self.entries.remove(key_hash);
-                None
-            }
-            None => None,
+            _ => None,
+        }
+    }
+
+    /// The record of a key found before, however long ago (kept until evicted): while the
+    /// registry cannot be read, a key verified earlier keeps its tier.
+    pub fn last_known(&self, key_hash: &str) -> Option<KeyRecord> {
+        match self.entries.get(key_hash) {
+            Some((Ok(record), _)) => Some(record.clone()),
+            _ => None,
         }
     }
 
@@ -463,7 +468,7 @@ mod tests {
         c.put("h", Ok(record()), 1_000);
         assert_eq!(c.get("h", 30_999), Some(Ok(record())));
         assert_eq!(c.get("h", 31_000), None);
-        assert!(c.is_empty());
+        assert_eq!(c.last_known("h"), Some(record()), "still known for outages");
     }
 
     #[test]

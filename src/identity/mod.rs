@@ -21,8 +21,10 @@ pub mod api_key;
 pub mod client_ip;
 mod error;
 pub mod jwt;
+mod registry;
 
 pub use error::AuthError;
+pub use registry::{KeyRegistry, RegistryError, KEY_CACHE_CAPACITY};
 
 use crate::keys::hash_identifier;
 use crate::policy::{IdentitySettings, Policy};

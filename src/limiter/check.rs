@@ -514,10 +514,94 @@ fn text(reply: &Reply, what: &'static str) -> Result<String, LimiterError> {
     reply.as_str().map(str::to_owned).ok_or(LimiterError::MalformedReply(what))
 }
 
+/// The script's reply for `decision` (the inverse of [`parse_reply`]): lets fakes answer the check
+/// with the Rust model. Tests and the `testing` feature only.
+#[cfg(any(test, feature = "testing"))]
+pub fn encode_reply(decision: &Decision) -> Reply {
+    let snapshot = decision.snapshot();
+    let int = |n: u64| Reply::Int(i64::try_from(n).unwrap_or(i64::MAX));
+    let (outcome, violated) = match decision {
+        Decision::Allowed(_) => (1, None),
+        Decision::Denied { violated, .. } => (0, Some(violated)),
+        Decision::Impossible { violated, .. } => (-1, Some(violated)),
+    };
+    let slot_index = |id: &String| snapshot.concurrency.as_ref().filter(|c| &c.id == id).map(|_| snapshot.limits.len());
+    let index = violated
+        .and_then(|id| snapshot.limits.iter().position(|l| &l.id == id).or_else(|| slot_index(id)))
+        .map_or(0, |i| i as u64 + 1);
+    let status = match (&snapshot.tier, snapshot.override_ignored) {
+        (Some(_), _) => 1,
+        (None, true) => 2,
+        (None, false) => 0,
+    };
+    let bulk = |s: &str| Reply::Bulk(s.as_bytes().to_vec());
+    let mut items = vec![
+        int(snapshot.now_ms),
+        Reply::Int(outcome),
+        int(index),
+        int(decision.retry_after_ms().unwrap_or(0)),
+        Reply::Bulk(snapshot.tier.clone().unwrap_or_default().into_bytes()),
+        Reply::Int(status),
+        int(snapshot.limits.len() as u64),
+    ];
+    for l in &snapshot.limits {
+        items.extend([
+            bulk(&l.id),
+            bulk(l.algorithm.as_str()),
+            int(u64::from(l.limit)),
+            int(l.window_ms),
+            int(u64::from(l.remaining)),
+            int(l.reset_ms),
+            int(l.next_ms),
+            bulk(l.unit.as_str()),
+            bulk(l.mode.as_str()),
+            int(u64::from(l.charged)),
+        ]);
+    }
+    match &snapshot.concurrency {
+        Some(c) => items.extend([
+            bulk(&c.id),
+            int(u64::from(c.limit)),
+            int(u64::from(c.in_flight)),
+            int(c.lease_ms),
+            bulk(c.mode.as_str()),
+            int(u64::from(c.acquired)),
+            int(c.reset_ms),
+        ]),
+        None => items.extend([bulk(""), int(0), int(0), int(0), bulk("enforce"), int(0), int(0)]),
+    }
+    items.push(int(snapshot.shadow_denied.len() as u64));
+    items.extend(snapshot.shadow_denied.iter().map(|id| bulk(id)));
+    items.push(int(snapshot.warnings.len() as u64));
+    for w in &snapshot.warnings {
+        items.extend([bulk(&w.limit_id), int(u64::from(w.at.ppm())), int(w.used)]);
+    }
+    Reply::Array(items)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::limiter::model::test_support::limit;
+
+    #[test]
+    fn encoded_replies_parse_back_to_the_same_decision() {
+        let tier = [limit("tier-basic", Algorithm::FixedWindow, 2, 60_000)];
+        let check = Check {
+            subject_hash: "abc",
+            tier_limits: &tier,
+            route_limits: &[],
+            cost: NonZeroU32::MIN,
+            mode: Mode::Consume,
+            usage: None,
+            concurrency: None,
+        };
+        let mut memory = crate::limiter::MemoryLimiter::new(16);
+        for _ in 0..3 {
+            let decision = memory.check(&check, 1_000).expect("valid");
+            assert_eq!(parse_reply(&encode_reply(&decision)).expect("parses"), decision);
+        }
+    }
 
     fn bulk(s: &str) -> Reply {
         Reply::Bulk(s.as_bytes().to_vec())

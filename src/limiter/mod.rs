@@ -14,11 +14,11 @@
 //!   from inside the scripts;
 //! - [`Override`]: per-subject tier and limits, changed without a redeploy;
 //! - [`rate_limit_headers`]: the `X-RateLimit-*`, IETF `RateLimit*` and `Retry-After` headers;
-//! - [`MemoryLimiter`], [`BlockCache`], [`Breaker`]: the fallback, the local block list and the
-//!   circuit breaker, all bounded and driven by time passed in.
+//! - [`RemoteLimiter`]: the check on Redis in one round trip, with a command riding along;
+//! - [`MemoryLimiter`], [`BlockCache`]: the fallback and the local block list, both bounded and
+//!   driven by time passed in (the circuit breaker guards every Redis call: [`crate::redis::Breaker`]).
 
 mod block_cache;
-mod breaker;
 mod check;
 pub mod concurrency;
 mod decision;
@@ -29,12 +29,15 @@ mod headers;
 mod memory;
 mod model;
 mod overrides;
+mod remote;
 pub mod settle;
 pub mod sliding_window;
 pub mod token_bucket;
+mod usage;
 
 pub use block_cache::BlockCache;
-pub use breaker::{Breaker, BreakerState};
+#[cfg(any(test, feature = "testing"))]
+pub use check::encode_reply;
 pub use check::{
     check_script, parse_reply, parse_settle_reply, release_script, settle_script, Check, Mode, Release, Reservation,
     ScriptCall, SettleReply, Settlement, Slot,
@@ -49,6 +52,8 @@ pub use model::{
     MAX_LIMIT_TIMES_WINDOW, MAX_WINDOW_MS,
 };
 pub use overrides::{Override, OverrideError, MAX_OVERRIDE_LIMITS, MAX_OVERRIDE_NAME};
+pub use remote::{Checked, RemoteError, RemoteLimiter};
+pub use usage::UsageMeter;
 
 /// Default sizes of the bounded in-isolate structures.
 pub mod capacity {

@@ -67,7 +67,9 @@ const W_HOUR: NonZeroU64 = nz64(HOUR_MS);
 const TTL_5_MINUTES: NonZeroU64 = nz64(5 * MINUTE_MS);
 const TTL_HOUR: NonZeroU64 = nz64(HOUR_MS);
 const TTL_DAY: NonZeroU64 = nz64(DAY_MS);
-const REDIS_TIMEOUT_MS: NonZeroU32 = nz32(50);
+const BUDGET_FLOOR_MS: NonZeroU32 = nz32(500);
+const BUDGET_CEILING_MS: NonZeroU32 = nz32(5_000);
+const BREAKER_WINDOW_MS: NonZeroU32 = nz32(10_000);
 const BREAKER_COOLDOWN_MS: NonZeroU32 = nz32(5_000);
 const LOCK_TTL_MS: NonZeroU32 = nz32(5_000);
 const ORIGIN_TIMEOUT_MS: NonZeroU32 = nz32(5_000);
@@ -86,8 +88,12 @@ pub fn policy() -> Policy {
         routes: routes(),
         cache_classes: cache_classes(),
         redis: RedisSettings {
-            timeout_ms: REDIS_TIMEOUT_MS,
+            timeout_ms: None,
+            budget_floor_ms: BUDGET_FLOOR_MS,
+            budget_ceiling_ms: BUDGET_CEILING_MS,
             breaker_failures: N5,
+            breaker_failure_rate: 0.5,
+            breaker_window_ms: BREAKER_WINDOW_MS,
             breaker_cooldown_ms: BREAKER_COOLDOWN_MS,
         },
         identity: IdentitySettings {
@@ -185,12 +191,7 @@ pub fn routes() -> Vec<Route> {
 fn tier(name: &str, limit: NonZeroU32, window_ms: NonZeroU64) -> Tier {
     Tier {
         name: name.to_owned(),
-        limits: vec![Limit::requests(
-            super::validate::derived_limit_id("tier", name, window_ms.get()),
-            ALGORITHM,
-            limit,
-            window_ms,
-        )],
+        limits: vec![Limit::requests(Limit::derived_id("tier", name, window_ms.get()), ALGORITHM, limit, window_ms)],
     }
 }
 
@@ -200,12 +201,7 @@ fn limited(name: &str, path: &str, limit: NonZeroU32, window_ms: NonZeroU64) -> 
         name: name.to_owned(),
         pattern: pattern(path),
         methods: Vec::new(),
-        limits: vec![Limit::requests(
-            super::validate::derived_limit_id("route", name, window_ms.get()),
-            ALGORITHM,
-            limit,
-            window_ms,
-        )],
+        limits: vec![Limit::requests(Limit::derived_id("route", name, window_ms.get()), ALGORITHM, limit, window_ms)],
         cost: ONE,
         on_redis_failure: FailurePolicy::Local,
         upstream_path: None,
@@ -301,8 +297,15 @@ mod tests {
     fn settings_are_those_of_the_brief() {
         let p = policy();
         assert_eq!(
-            (p.redis.timeout_ms.get(), p.redis.breaker_failures.get(), p.redis.breaker_cooldown_ms.get()),
-            (50, 5, 5000)
+            (
+                p.redis.timeout_ms,
+                p.redis.budget_floor_ms.get(),
+                p.redis.budget_ceiling_ms.get(),
+                p.redis.breaker_failures.get(),
+                p.redis.breaker_window_ms.get(),
+                p.redis.breaker_cooldown_ms.get()
+            ),
+            (None, 500, 5000, 5, 10_000, 5000)
         );
         assert_eq!(p.identity.tier_claim, ["app_metadata", "tier"]);
         assert_eq!((p.identity.jwt_leeway_s, p.identity.api_key_cache_ms, p.identity.ipv6_prefix), (30, 30_000, 64));

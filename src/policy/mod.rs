@@ -269,6 +269,13 @@ impl WarnAt {
     }
 }
 
+impl Limit {
+    /// The id of a limit that names none: owner kind, owner name and window (`tier-basic-1h`).
+    pub fn derived_id(kind: &str, owner: &str, window_ms: u64) -> String {
+        format!("{kind}-{}-{}", owner.to_ascii_lowercase(), raw::format_duration_ms(window_ms))
+    }
+}
+
 /// What to do with a route's requests while Redis cannot be reached.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum FailurePolicy {
@@ -352,6 +359,17 @@ pub struct ConcurrencyRule {
     pub mode: LimitMode,
 }
 
+impl Route {
+    /// The origin path of a request to `path` that matched this route as `matched`: the route's
+    /// upstream template filled with the match, or the same path.
+    pub fn upstream_path(&self, path: &str, matched: &RouteMatch) -> String {
+        match &self.upstream_path {
+            Some(template) => pattern::fill(template, matched),
+            None => path.to_owned(),
+        }
+    }
+}
+
 /// How a cacheable route builds its key and stores its entries.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CacheRule {
@@ -403,10 +421,20 @@ pub struct CacheClass {
 /// Redis call budget and circuit breaker.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RedisSettings {
-    /// Timeout of one REST call, ms.
-    pub timeout_ms: NonZeroU32,
-    /// Consecutive failures that open the breaker.
+    /// A fixed timeout of one REST call, ms; `None` (the default) derives each call's budget from
+    /// the round-trip times this isolate observes, between the floor and the ceiling.
+    pub timeout_ms: Option<NonZeroU32>,
+    /// The adaptive budget never goes below this, ms.
+    pub budget_floor_ms: NonZeroU32,
+    /// The adaptive budget never goes above this, ms: the longest a call waits for a Redis that
+    /// stopped answering.
+    pub budget_ceiling_ms: NonZeroU32,
+    /// Failures within the breaker's window needed before it may open.
     pub breaker_failures: NonZeroU32,
+    /// Share of failed calls within the window that opens the breaker, in (0, 1].
+    pub breaker_failure_rate: f64,
+    /// How far back call outcomes count for the breaker, ms.
+    pub breaker_window_ms: NonZeroU32,
     /// How long the breaker stays open before one probe, ms.
     pub breaker_cooldown_ms: NonZeroU32,
 }

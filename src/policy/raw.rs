@@ -31,7 +31,8 @@
 //!   "cache_classes": {
 //!     "STATIC_CONFIG": { "ttl": "24h", "jitter": 0.1, "stale": "24h", "browser_max_age": "60s" }
 //!   },
-//!   "redis": { "timeout": "50ms", "breaker_failures": 5, "breaker_cooldown": "5s" },
+//!   "redis": { "budget_floor": "500ms", "budget_ceiling": "5s", "breaker_failures": 5,
+//!              "breaker_failure_rate": 0.5, "breaker_window": "10s", "breaker_cooldown": "5s" },
 //!   "identity": { "tier_claim": "app_metadata.tier", "jwt_leeway": "30s", "api_key_cache": "30s",
 //!                 "ipv6_prefix": 64 },
 //!   "cache": { "isolate_ttl": "2s", "isolate_capacity": 256, "max_body_bytes": 1048576,
@@ -269,12 +270,24 @@ pub struct RawCacheClass {
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, expecting = "a redis settings object")]
 pub struct RawRedis {
-    /// Timeout of one REST call.
+    /// A fixed timeout of one REST call (unset: adaptive, from observed round trips).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub timeout: Option<RawDuration>,
-    /// Consecutive failures that open the breaker.
+    /// Lowest adaptive budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_floor: Option<RawDuration>,
+    /// Highest adaptive budget.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub budget_ceiling: Option<RawDuration>,
+    /// Failures within the window needed before the breaker may open.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub breaker_failures: Option<u64>,
+    /// Share of failed calls within the window that opens the breaker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breaker_failure_rate: Option<f64>,
+    /// How far back call outcomes count for the breaker.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub breaker_window: Option<RawDuration>,
     /// How long the breaker stays open before a probe.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub breaker_cooldown: Option<RawDuration>,

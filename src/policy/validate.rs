@@ -67,11 +67,6 @@ pub(super) fn from_wrangler_toml(text: &str) -> Result<Policy, PolicyError> {
     }
 }
 
-/// The id of a limit that names none: owner kind, owner name and window (`tier-basic-1h`).
-pub(super) fn derived_limit_id(kind: &str, owner: &str, window_ms: u64) -> String {
-    format!("{kind}-{}-{}", owner.to_ascii_lowercase(), format_duration_ms(window_ms))
-}
-
 /// A TOML value as the JSON value wrangler would hand the Worker.
 fn toml_to_json(value: &toml::Value) -> serde_json::Value {
     use serde_json::Value as J;
@@ -283,7 +278,7 @@ fn limit(raw: &RawLimit, path: &str, kind: &str, owner: &str) -> Result<Limit, P
     };
     let id = match &raw.id {
         Some(id) => limit_id(id, &format!("{path}.id"))?,
-        None => derived_limit_id(kind, owner, window_ms.get()),
+        None => Limit::derived_id(kind, owner, window_ms.get()),
     };
     let unit = match &raw.unit {
         None => Unit::requests(),
@@ -804,10 +799,35 @@ fn nonzero_u32(v: u64, path: &str) -> Result<NonZeroU32, PolicyError> {
 fn redis(raw: Option<RawRedis>, mut s: RedisSettings) -> Result<RedisSettings, PolicyError> {
     let Some(r) = raw else { return Ok(s) };
     if let Some(d) = r.timeout {
-        s.timeout_ms = nonzero_ms(d, "redis.timeout", 30 * SECOND_MS)?;
+        s.timeout_ms = Some(nonzero_ms(d, "redis.timeout", 30 * SECOND_MS)?);
+    }
+    if let Some(d) = r.budget_floor {
+        s.budget_floor_ms = nonzero_ms(d, "redis.budget_floor", 30 * SECOND_MS)?;
+    }
+    if let Some(d) = r.budget_ceiling {
+        s.budget_ceiling_ms = nonzero_ms(d, "redis.budget_ceiling", 60 * SECOND_MS)?;
+    }
+    if s.budget_ceiling_ms < s.budget_floor_ms {
+        return err(
+            "redis.budget_ceiling",
+            format!(
+                "{} must not be below redis.budget_floor ({})",
+                format_duration_ms(u64::from(s.budget_ceiling_ms.get())),
+                format_duration_ms(u64::from(s.budget_floor_ms.get()))
+            ),
+        );
     }
     if let Some(n) = r.breaker_failures {
         s.breaker_failures = NonZeroU32::new(int(n, "redis.breaker_failures", 1, 1000)?).unwrap_or(s.breaker_failures);
+    }
+    if let Some(rate) = r.breaker_failure_rate {
+        if !(rate > 0.0 && rate <= 1.0) {
+            return err("redis.breaker_failure_rate", format!("{rate} must be in (0, 1] (0.5 = half the calls)"));
+        }
+        s.breaker_failure_rate = rate;
+    }
+    if let Some(d) = r.breaker_window {
+        s.breaker_window_ms = nonzero_ms(d, "redis.breaker_window", HOUR_MS)?;
     }
     if let Some(d) = r.breaker_cooldown {
         s.breaker_cooldown_ms = nonzero_ms(d, "redis.breaker_cooldown", HOUR_MS)?;
@@ -972,7 +992,8 @@ mod tests {
             "FREQUENT_DATA": { "ttl": "5m", "stale": "5m" },
             "STATIC_CONFIG": { "ttl": "1d", "stale": "24h", "browser_max_age": "1m" }
           },
-          "redis": { "timeout": "50ms", "breaker_failures": 5, "breaker_cooldown": "5s" },
+          "redis": { "budget_floor": "500ms", "budget_ceiling": "5s", "breaker_failures": 5,
+                     "breaker_failure_rate": 0.5, "breaker_window": "10s", "breaker_cooldown": "5s" },
           "identity": { "tier_claim": "app_metadata.tier", "jwt_leeway": "30s", "api_key_cache": "30s", "ipv6_prefix": 64 },
           "cache": { "isolate_ttl": "2s", "isolate_capacity": 256, "max_body_bytes": 1048576, "compress_min_bytes": 1024,
                      "lock_ttl": "5s", "lock_wait": "2s", "origin_timeout": "5s", "early_refresh_beta": 1.0 },
@@ -1026,7 +1047,7 @@ mod tests {
             r#"{"redis": {"timeout": "150ms"}, "identity": {"tier_claim": "tier"}, "cors": {"allow_origins": []}}"#,
         )
         .unwrap();
-        assert_eq!(p.redis.timeout_ms.get(), 150);
+        assert_eq!(p.redis.timeout_ms.map(|t| t.get()), Some(150));
         assert_eq!(p.redis.breaker_failures.get(), 5);
         assert_eq!(p.identity.tier_claim, ["tier"]);
         assert_eq!(p.identity.jwt_leeway_s, 30);

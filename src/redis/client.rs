@@ -7,7 +7,8 @@ use std::rc::Rc;
 use serde::Serialize;
 
 use super::decode::{decode_batch, decode_single};
-use super::{Arg, Command, HttpReply, RedisError, Reply, ReqwestTransport, Script, Transport};
+use super::{Arg, Breaker, BreakerState, Command, HttpReply, RedisError, Reply, ReqwestTransport, Script, Transport};
+use crate::clock::Clock;
 
 /// One entry of [`Client::pipeline_with_scripts`]: a plain command, or a script run EVALSHA-first.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,12 +47,25 @@ impl From<Command> for Entry<'_> {
     }
 }
 
-/// What clones of one client share: the last sync token and the cost counters.
-#[derive(Debug, Default)]
+/// What clones of one client share: the last sync token, the cost counters and the breaker.
+#[derive(Default)]
 struct Shared {
     sync_token: RefCell<Option<String>>,
     requests: Cell<u64>,
     commands: Cell<u64>,
+    guard: Option<Guard>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").field("requests", &self.requests).field("commands", &self.commands).finish()
+    }
+}
+
+/// The circuit breaker every call of a client passes, on the client's clock.
+struct Guard {
+    breaker: RefCell<Breaker>,
+    clock: Rc<dyn Clock>,
 }
 
 /// A Redis client over the Upstash REST protocol; clones share the sync token and counters.
@@ -70,6 +84,21 @@ impl<T: Transport> Client<T> {
     /// A client over `transport`.
     pub fn new(transport: T) -> Self {
         Self { transport, shared: Rc::new(Shared::default()) }
+    }
+
+    /// A client whose every call (of it and its clones) first asks `breaker`, at `clock`'s time,
+    /// and reports its outcome to it: an open breaker answers [`RedisError::CircuitOpen`] at once.
+    pub fn guarded(transport: T, breaker: Breaker, clock: Rc<dyn Clock>) -> Self {
+        let guard = Guard { breaker: RefCell::new(breaker), clock };
+        Self { transport, shared: Rc::new(Shared { guard: Some(guard), ..Shared::default() }) }
+    }
+
+    /// The breaker's state now (`closed` for a client without one).
+    pub fn breaker_state(&self) -> BreakerState {
+        match &self.shared.guard {
+            Some(g) => g.breaker.borrow().state(g.clock.now_ms()),
+            None => BreakerState::Closed,
+        }
     }
 
     /// The transport.
@@ -145,13 +174,35 @@ impl<T: Transport> Client<T> {
         Ok(results)
     }
 
-    /// HTTP requests sent (attempted) by this client and its clones.
+    /// `SCAN`s for `pattern` (whole key namespace, `COUNT` 500 per round) and deletes what it
+    /// finds; how many keys were deleted. Gives up after 100,000 rounds (a server whose scan never
+    /// ends) with [`RedisError::Malformed`].
+    pub async fn delete_matching(&self, pattern: &str) -> Result<u64, RedisError> {
+        let mut cursor = "0".to_owned();
+        let mut deleted = 0u64;
+        for _ in 0..MAX_SCAN_ROUNDS {
+            let scan = Command::new("SCAN").arg(cursor.as_str()).arg("MATCH").arg(pattern).arg("COUNT").arg(SCAN_COUNT);
+            let (next, found) = parse_scan(&self.command(scan).await?)?;
+            if !found.is_empty() {
+                let reply = self.command(Command::del(found)).await?;
+                deleted += reply.to_i64().and_then(|n| u64::try_from(n).ok()).unwrap_or(0);
+            }
+            if next == "0" {
+                return Ok(deleted);
+            }
+            cursor = next;
+        }
+        Err(RedisError::Malformed("SCAN did not finish".to_owned()))
+    }
+
+    /// HTTP requests that reached (or may have reached) the server, from this client and its
+    /// clones: a request refused by the breaker or whose connection failed is not counted.
     pub fn requests_sent(&self) -> u64 {
         self.shared.requests.get()
     }
 
-    /// Redis commands sent (attempted) by this client and its clones: one per command, batch entry
-    /// or script run (an `EVALSHA` and its `EVAL` count two).
+    /// Redis commands in those requests: one per command, batch entry or script run (an
+    /// `EVALSHA` and its `EVAL` count two).
     pub fn commands_sent(&self) -> u64 {
         self.shared.commands.get()
     }
@@ -179,15 +230,54 @@ impl<T: Transport> Client<T> {
         let json =
             serde_json::to_string(body).map_err(|e| RedisError::Malformed(format!("cannot encode command: {e}")))?;
         let shared = &self.shared;
-        shared.requests.set(shared.requests.get().saturating_add(1));
-        shared.commands.set(shared.commands.get().saturating_add(commands as u64));
+        if let Some(g) = &shared.guard {
+            if !g.breaker.borrow_mut().try_acquire(g.clock.now_ms()) {
+                return Err(RedisError::CircuitOpen);
+            }
+        }
         let token = shared.sync_token.borrow().clone();
-        let reply = self.transport.post(path, json, token).await?;
+        let result = self.transport.post(path, json, token).await;
+        // A 5xx answer is as much a failure as no answer; any other status shows Redis reachable.
+        let outcome = match &result {
+            Ok(r) if r.status >= 500 => Err(RedisError::Http { status: r.status, message: String::new() }),
+            Ok(_) => Ok(()),
+            Err(e) => Err(e.clone()),
+        };
+        if let Some(g) = &shared.guard {
+            g.breaker.borrow_mut().record(&outcome, g.clock.now_ms());
+        }
+        if outcome.as_ref().err().is_none_or(RedisError::reached_server) {
+            shared.requests.set(shared.requests.get().saturating_add(1));
+            shared.commands.set(shared.commands.get().saturating_add(commands as u64));
+        }
+        let reply = result?;
         if let Some(token) = &reply.sync_token {
             *shared.sync_token.borrow_mut() = Some(token.clone());
         }
         Ok(reply)
     }
+}
+
+/// Keys asked for per `SCAN` round.
+const SCAN_COUNT: u32 = 500;
+/// `SCAN` rounds after which [`Client::delete_matching`] gives up.
+const MAX_SCAN_ROUNDS: u32 = 100_000;
+
+/// The cursor and keys of a `SCAN` reply.
+fn parse_scan(reply: &Reply) -> Result<(String, Vec<String>), RedisError> {
+    let bad = || RedisError::Malformed(format!("unexpected SCAN reply {reply:?}"));
+    let [cursor, found] = reply.as_array().ok_or_else(bad)? else {
+        return Err(bad());
+    };
+    let cursor =
+        cursor.as_str().map(str::to_owned).or_else(|| cursor.as_int().map(|n| n.to_string())).ok_or_else(bad)?;
+    let found = found
+        .as_array()
+        .ok_or_else(bad)?
+        .iter()
+        .map(|k| k.as_str().map(str::to_owned).ok_or_else(bad))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok((cursor, found))
 }
 
 #[cfg(all(test, not(target_arch = "wasm32")))]
@@ -198,6 +288,14 @@ mod tests {
 
     use super::*;
     use crate::redis::decode::encode_entry;
+
+    #[test]
+    fn scan_replies_give_the_cursor_and_the_keys() {
+        let ok = Reply::Array(vec![Reply::Bulk(b"17".to_vec()), Reply::Array(vec![Reply::Bulk(b"k1".to_vec())])]);
+        assert_eq!(parse_scan(&ok).unwrap(), ("17".to_owned(), vec!["k1".to_owned()]));
+        assert!(parse_scan(&Reply::Nil).is_err());
+        assert!(parse_scan(&Reply::Array(vec![Reply::Bulk(b"0".to_vec())])).is_err());
+    }
     use crate::redis::RedisErrorKind;
 
     /// A request the fake saw.
@@ -455,7 +553,7 @@ mod tests {
         assert!(timeout.is_transient());
         assert!(matches!(refused, RedisError::Transport(_)));
         assert!(refused.is_transient());
-        assert_eq!(client.requests_sent(), 2);
+        assert_eq!(client.requests_sent(), 1, "a refused connection never reached the server");
     }
 
     #[tokio::test]

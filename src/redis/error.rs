@@ -33,6 +33,9 @@ pub enum RedisError {
     /// The answer was not a reply of the protocol.
     #[error("redis rest: malformed reply: {0}")]
     Malformed(String),
+    /// Not sent: the circuit breaker is open after recent failures.
+    #[error("redis rest: circuit breaker open")]
+    CircuitOpen,
 }
 
 /// The class of a Redis error reply, from its first word.
@@ -78,11 +81,29 @@ impl RedisError {
     /// opposed to a mistake in the call itself. Failure policies and the breaker read this.
     pub fn is_transient(&self) -> bool {
         match self {
-            RedisError::Transport(_) | RedisError::Timeout(_) => true,
+            RedisError::Transport(_) | RedisError::Timeout(_) | RedisError::CircuitOpen => true,
             RedisError::Http { status, .. } => *status >= 500 || *status == 429,
             RedisError::Redis { kind, .. } => matches!(kind, RedisErrorKind::Busy | RedisErrorKind::TryAgain),
             RedisError::Unauthorized | RedisError::Malformed(_) => false,
         }
+    }
+
+    /// A short, internals-free name of the failure, for problem bodies and health.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RedisError::Timeout(_) => "redis_timeout",
+            RedisError::Transport(_) => "redis_unreachable",
+            RedisError::CircuitOpen => "redis_circuit_open",
+            RedisError::Unauthorized => "redis_unauthorized",
+            RedisError::Http { .. } => "redis_http_error",
+            RedisError::Malformed(_) => "redis_malformed_reply",
+            RedisError::Redis { .. } => "redis_error",
+        }
+    }
+
+    /// Whether the request may have reached the server (it counts on the server's side).
+    pub fn reached_server(&self) -> bool {
+        !matches!(self, RedisError::Transport(_) | RedisError::CircuitOpen)
     }
 
     /// Whether this is `NOSCRIPT`.

@@ -11,7 +11,8 @@ use futures::future::{select, Either};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
-use super::transport::{Budget, ENCODING_HEADER, SYNC_TOKEN_HEADER};
+use super::budget::BudgetConfig;
+use super::transport::{now_ms, Budget, ENCODING_HEADER, SYNC_TOKEN_HEADER};
 use super::{HttpReply, RedisError, Transport};
 
 /// The Upstash REST protocol over the global `fetch`.
@@ -24,8 +25,8 @@ pub struct FetchTransport {
 
 impl FetchTransport {
     /// A transport to the REST server at `base_url` (`http://` or `https://`), authenticating with
-    /// `token`, giving every request at most `timeout_ms` milliseconds.
-    pub fn new(base_url: &str, token: &str, timeout_ms: u32) -> Result<Self, RedisError> {
+    /// `token`, giving every request the time `budget` allows.
+    pub fn new(base_url: &str, token: &str, budget: BudgetConfig) -> Result<Self, RedisError> {
         let trimmed = base_url.trim().trim_end_matches('/');
         let host = trimmed.strip_prefix("https://").or_else(|| trimmed.strip_prefix("http://"));
         if host.is_none_or(|h| h.is_empty() || h.starts_with('/')) {
@@ -34,17 +35,7 @@ impl FetchTransport {
         if token.is_empty() || token.chars().any(|c| c.is_control() || !c.is_ascii()) {
             return Err(RedisError::Transport("invalid REST token: not a valid header value".to_owned()));
         }
-        Ok(Self {
-            base_url: trimmed.to_owned(),
-            authorization: format!("Bearer {token}"),
-            budget: Budget::new(timeout_ms),
-        })
-    }
-
-    /// Gives requests up to `ms` until one has completed (connection set-up).
-    pub fn with_first_request_budget(mut self, ms: u32) -> Self {
-        self.budget = self.budget.with_first(ms);
-        self
+        Ok(Self { base_url: trimmed.to_owned(), authorization: format!("Bearer {token}"), budget: Budget::new(budget) })
     }
 }
 
@@ -58,6 +49,7 @@ fn reason(e: &JsValue) -> String {
 impl Transport for FetchTransport {
     async fn post(&self, path: &str, body: String, sync_token: Option<String>) -> Result<HttpReply, RedisError> {
         let budget = self.budget.next_ms();
+        let started = now_ms();
         let headers = web_sys::Headers::new().map_err(|e| RedisError::Transport(reason(&e)))?;
         let set = |name: &str, value: &str| headers.append(name, value).map_err(|e| RedisError::Transport(reason(&e)));
         set("authorization", &self.authorization)?;
@@ -90,11 +82,14 @@ impl Transport for FetchTransport {
         match select(work, timer).await {
             Either::Left((result, _)) => {
                 if result.is_ok() {
-                    self.budget.completed();
+                    self.budget.completed(now_ms().saturating_sub(started));
                 }
                 result
             }
-            Either::Right(((), _)) => Err(RedisError::Timeout(budget)),
+            Either::Right(((), _)) => {
+                self.budget.timed_out();
+                Err(RedisError::Timeout(budget))
+            }
         }
     }
 }

@@ -28,6 +28,8 @@
 //! }
 //! ```
 
+mod breaker;
+pub mod budget;
 mod client;
 mod command;
 pub mod decode;
@@ -38,6 +40,8 @@ mod reply;
 mod script;
 mod transport;
 
+pub use breaker::{Breaker, BreakerConfig, BreakerState};
+pub use budget::BudgetConfig;
 pub use client::{BatchResult, Client, Entry};
 pub use command::{Arg, Command};
 pub use error::{RedisError, RedisErrorKind};
@@ -45,4 +49,4 @@ pub use error::{RedisError, RedisErrorKind};
 pub use fetch::FetchTransport;
 pub use reply::Reply;
 pub use script::Script;
-pub use transport::{HttpReply, ReqwestTransport, Transport, COLD_TIMEOUT_MS};
+pub use transport::{HttpReply, ReqwestTransport, Transport};

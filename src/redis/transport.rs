@@ -1,11 +1,12 @@
 //! The one outside dependency of the client: POSTing a JSON body to the REST server, with a deadline.
 
-use std::cell::Cell;
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::Duration;
 
 use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 
+use super::budget::{BudgetConfig, RttBudget};
 use super::RedisError;
 
 /// The request header that asks for base64 strings in replies (protocol §6).
@@ -59,55 +60,49 @@ pub struct ReqwestTransport {
     budget: Budget,
 }
 
-/// A transport's time budget per request: `timeout_ms`, or more for requests made before the
-/// first one has completed (connection set-up). Clones share whether the first has completed.
+/// A transport's time budget per request (see [`super::budget`]), with the round trips that
+/// feed it. Clones share it.
 #[derive(Debug, Clone)]
 pub(super) struct Budget {
-    timeout_ms: u32,
-    first_ms: u32,
-    warm: Rc<Cell<bool>>,
+    shared: Rc<RefCell<RttBudget>>,
 }
 
 impl Budget {
-    /// `timeout_ms` per request (kept within 1..=`i32::MAX`), no first-request allowance.
-    pub(super) fn new(timeout_ms: u32) -> Self {
-        Self { timeout_ms: timeout_ms.clamp(1, MAX_TIMEOUT_MS), first_ms: 0, warm: Rc::new(Cell::new(false)) }
+    /// A budget by `config`.
+    pub(super) fn new(config: BudgetConfig) -> Self {
+        Self { shared: Rc::new(RefCell::new(RttBudget::new(config))) }
     }
 
-    /// Allows up to `ms` until a request has completed.
-    pub(super) fn with_first(mut self, ms: u32) -> Self {
-        self.first_ms = ms.min(MAX_TIMEOUT_MS);
-        self
-    }
-
-    /// The configured per-request budget, ms.
-    pub(super) fn timeout_ms(&self) -> u32 {
-        self.timeout_ms
-    }
-
-    /// The budget of the next request, ms.
+    /// The budget of the next request, ms (kept within 1..=`i32::MAX`).
     pub(super) fn next_ms(&self) -> u32 {
-        if self.warm.get() {
-            self.timeout_ms
-        } else {
-            self.timeout_ms.max(self.first_ms)
-        }
+        self.shared.borrow().next_ms().clamp(1, MAX_TIMEOUT_MS)
     }
 
-    /// Notes that a request completed: from now on the plain timeout applies.
-    pub(super) fn completed(&self) {
-        self.warm.set(true);
+    /// Notes a request that completed after `rtt_ms`.
+    pub(super) fn completed(&self, rtt_ms: u64) {
+        self.shared.borrow_mut().observe(rtt_ms);
+    }
+
+    /// Notes a request that ran out of its budget.
+    pub(super) fn timed_out(&self) {
+        self.shared.borrow_mut().timed_out();
     }
 }
 
-/// A first-request budget that suits a Worker: DNS, TCP and TLS to a REST endpoint take tens to
-/// hundreds of ms once per isolate, and a cold isolate should not open the breaker over them.
-pub const COLD_TIMEOUT_MS: u32 = 1000;
+/// Milliseconds on the system clock, for round-trip times.
+pub(super) fn now_ms() -> u64 {
+    crate::clock::Clock::now_ms(&crate::clock::SystemClock)
+}
 
 impl ReqwestTransport {
     /// A transport to the REST server at `base_url` (`http://` or `https://`), authenticating with
     /// `token`, giving every request at most `timeout_ms` milliseconds (kept within 1..=`i32::MAX`).
     pub fn new(base_url: &str, token: &str, timeout_ms: u32) -> Result<Self, RedisError> {
+        Self::with_budget(base_url, token, BudgetConfig::fixed(timeout_ms))
+    }
+
+    /// Like [`ReqwestTransport::new`], with a budget by `budget` (adaptive or fixed).
+    pub fn with_budget(base_url: &str, token: &str, budget: BudgetConfig) -> Result<Self, RedisError> {
         let trimmed = base_url.trim().trim_end_matches('/');
         let url = reqwest::Url::parse(trimmed).map_err(|e| RedisError::Transport(format!("invalid REST URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
@@ -119,18 +114,12 @@ impl ReqwestTransport {
         let http = reqwest::Client::builder()
             .build()
             .map_err(|e| RedisError::Transport(format!("cannot build HTTP client: {}", error_chain(&e))))?;
-        Ok(Self { http, base_url: trimmed.to_owned(), authorization, budget: Budget::new(timeout_ms) })
+        Ok(Self { http, base_url: trimmed.to_owned(), authorization, budget: Budget::new(budget) })
     }
 
-    /// The per-request time budget in milliseconds (once warm; see [`COLD_TIMEOUT_MS`]).
+    /// The time budget of the next request, ms.
     pub fn timeout_ms(&self) -> u32 {
-        self.budget.timeout_ms()
-    }
-
-    /// Gives requests up to `ms` until one has completed (when that exceeds the timeout).
-    pub fn with_first_request_budget(mut self, ms: u32) -> Self {
-        self.budget = self.budget.with_first(ms);
-        self
+        self.budget.next_ms()
     }
 
     /// The base URL without a trailing slash.
@@ -138,8 +127,9 @@ impl ReqwestTransport {
         &self.base_url
     }
 
-    fn classify(&self, e: &reqwest::Error, budget_ms: u32) -> RedisError {
+    fn failed(&self, e: &reqwest::Error, budget_ms: u32) -> RedisError {
         if is_timeout(e) {
+            self.budget.timed_out();
             RedisError::Timeout(budget_ms)
         } else {
             RedisError::Transport(error_chain(e))
@@ -151,6 +141,7 @@ impl Transport for ReqwestTransport {
     async fn post(&self, path: &str, body: String, sync_token: Option<String>) -> Result<HttpReply, RedisError> {
         let url = format!("{}{}", self.base_url, path);
         let budget_ms = self.budget.next_ms();
+        let started = now_ms();
         let mut request = self
             .http
             .post(url)
@@ -163,13 +154,13 @@ impl Transport for ReqwestTransport {
         if let Some(value) = sync_token.and_then(|t| HeaderValue::from_str(&t).ok()) {
             request = request.header(SYNC_TOKEN_HEADER, value);
         }
-        let response = request.send().await.map_err(|e| self.classify(&e, budget_ms))?;
+        let response = request.send().await.map_err(|e| self.failed(&e, budget_ms))?;
         let status = response.status().as_u16();
         let sync_token = response.headers().get(SYNC_TOKEN_HEADER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         // The deadline covers the body too: natively `timeout` is total, on wasm32 the abort
         // signal stays armed while the response is alive.
-        let body = response.bytes().await.map_err(|e| self.classify(&e, budget_ms))?.to_vec();
-        self.budget.completed();
+        let body = response.bytes().await.map_err(|e| self.failed(&e, budget_ms))?.to_vec();
+        self.budget.completed(now_ms().saturating_sub(started));
         Ok(HttpReply { status, body, sync_token })
     }
 }
@@ -335,10 +326,10 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn the_first_request_may_take_the_connection_budget_later_ones_the_timeout() {
+    async fn an_adaptive_budget_waits_for_a_slow_but_steady_server() {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        // Answers every request after 150 ms, beyond the 50 ms timeout.
+        // Answers every request after 150 ms: slow, but normal for this server.
         let server = tokio::spawn(async move {
             loop {
                 let (mut socket, _) = listener.accept().await.unwrap();
@@ -352,11 +343,15 @@ mod tests {
                 });
             }
         });
-        let transport = ReqwestTransport::new(&url, "t", 50).unwrap().with_first_request_budget(1_000);
-        let first = transport.post("/", "[\"PING\"]".to_owned(), None).await;
-        assert_eq!(first.map(|r| r.status), Ok(200), "the cold request had the connection budget");
-        let second = transport.post("/", "[\"PING\"]".to_owned(), None).await;
-        assert_eq!(second, Err(RedisError::Timeout(50)), "warm requests keep the tight budget");
+        let budget = BudgetConfig { fixed_ms: None, floor_ms: 100, ceiling_ms: 2_000 };
+        let transport = ReqwestTransport::with_budget(&url, "t", budget).unwrap();
+        for _ in 0..4 {
+            let got = transport.post("/", "[\"PING\"]".to_owned(), None).await;
+            assert_eq!(got.map(|r| r.status), Ok(200), "a 150 ms server is never timed out");
+        }
+        assert!(transport.timeout_ms() >= 450, "the budget sits above the observed round trip");
+        let fixed = ReqwestTransport::new(&url, "t", 50).unwrap();
+        assert_eq!(fixed.post("/", "[\"PING\"]".to_owned(), None).await, Err(RedisError::Timeout(50)));
         server.abort();
     }
 }

@@ -1,5 +1,7 @@
-//! Fakes for the cache's tests: a current-thread executor whose timers run on a fake clock, an
-//! in-memory Redis behind the REST protocol, and an origin that counts its calls.
+//! Shared fakes for native tests of the cache and the gate: a current-thread executor whose timers
+//! run on a fake clock, an in-memory Redis behind the REST protocol (the cache's scripts and the
+//! limiter's check built in, the latter on the limiter's own Rust model), and an origin that
+//! counts its calls. Compiled for tests and behind the `testing` feature; never in the Worker.
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeSet, HashMap};
@@ -16,8 +18,8 @@ use crate::clock::{Clock, FakeClock};
 use crate::redis::decode::encode_entry;
 use crate::redis::{HttpReply, RedisError, Reply, Transport};
 
-use super::aside::Sleeper;
-use super::origin::{Origin, OriginError, OriginRequest, OriginResponse};
+use crate::cache::{Origin, OriginError, OriginRequest, OriginResponse};
+use crate::clock::Sleeper;
 
 struct Flag(AtomicBool);
 
@@ -193,6 +195,8 @@ pub struct FakeRedis {
     pub down: Cell<bool>,
     pub log: RefCell<Vec<String>>,
     pub published: RefCell<Vec<(String, String)>>,
+    /// The check script's state, kept by the limiter's model (the script's specification).
+    limits: RefCell<crate::limiter::MemoryLimiter>,
 }
 
 impl FakeRedis {
@@ -203,6 +207,7 @@ impl FakeRedis {
             down: Cell::new(false),
             log: RefCell::new(Vec::new()),
             published: RefCell::new(Vec::new()),
+            limits: RefCell::new(crate::limiter::MemoryLimiter::new(100_000)),
         }
     }
 
@@ -324,6 +329,10 @@ impl FakeRedis {
                 self.published.borrow_mut().push((s(1), s(2)));
                 Ok(Reply::Int(0))
             }
+            "EVALSHA" if s(1) == crate::limiter::check_script().sha1() => {
+                drop(data);
+                self.check(&args[2..])
+            }
             "EVALSHA" => {
                 drop(data);
                 self.script(&s(1), &args[3..])
@@ -332,16 +341,91 @@ impl FakeRedis {
         }
     }
 
+    /// The limiter's check script (`numkeys, KEYS…, ARGV…` as documented in its header), decided
+    /// by the limiter's Rust model at the fake clock's time.
+    fn check(&self, rest: &[Vec<u8>]) -> Result<Reply, String> {
+        use crate::limiter::{encode_reply, Check, Mode, Override};
+        use crate::policy::{Algorithm, Limit};
+        let text = |b: &Vec<u8>| String::from_utf8_lossy(b).into_owned();
+        let numkeys: usize = rest.first().map(text).and_then(|n| n.parse().ok()).ok_or("ERR numkeys")?;
+        let keys = rest.get(1..1 + numkeys).ok_or("ERR keys")?;
+        let argv: Vec<String> = rest.get(1 + numkeys..).ok_or("ERR argv")?.iter().map(text).collect();
+        let num = |i: usize| argv.get(i).and_then(|a| a.parse::<u64>().ok()).ok_or(format!("ERR ARGV[{}]", i + 1));
+        let charge = if argv.get(1).map(String::as_str) == Some("peek") { Mode::Peek } else { Mode::Consume };
+        let cost = std::num::NonZeroU32::new(u32::try_from(num(2)?).map_err(|_| "ERR cost")?).ok_or("ERR cost")?;
+        let (n_tier, n_route) = (num(4)? as usize, num(5)? as usize);
+        let mut limits = Vec::new();
+        let mut usage: Option<(crate::policy::Unit, u32)> = None;
+        for i in 0..n_tier + n_route {
+            let at = 12 + 8 * i;
+            let unit = argv.get(at + 5).and_then(|u| crate::policy::Unit::parse(u)).ok_or("ERR unit")?;
+            let limit_cost = u32::try_from(num(at + 4)?).map_err(|_| "ERR limit cost")?;
+            if !unit.is_requests() && usage.is_none() && charge == Mode::Consume {
+                usage = Some((unit.clone(), limit_cost));
+            }
+            let warn_at = argv
+                .get(at + 7)
+                .map(|w| {
+                    w.split(',').filter_map(|p| p.parse().ok()).filter_map(crate::policy::WarnAt::from_ppm).collect()
+                })
+                .unwrap_or_default();
+            let limit = Limit {
+                id: argv.get(at).cloned().ok_or("ERR limit id")?,
+                algorithm: argv.get(at + 1).and_then(|a| Algorithm::parse(a)).ok_or("ERR algorithm")?,
+                limit: std::num::NonZeroU32::new(num(at + 2)? as u32).ok_or("ERR limit")?,
+                window_ms: std::num::NonZeroU64::new(num(at + 3)?).ok_or("ERR window")?,
+                unit,
+                mode: argv.get(at + 6).and_then(|m| crate::policy::LimitMode::parse(m)).ok_or("ERR mode")?,
+                warn_at,
+            };
+            limits.push(limit);
+        }
+        let slot_rule = match num(7)? {
+            0 => None,
+            n => Some(crate::policy::ConcurrencyRule {
+                id: argv.get(11).cloned().unwrap_or_default(),
+                limit: std::num::NonZeroU32::new(u32::try_from(n).map_err(|_| "ERR slot")?).ok_or("ERR slot")?,
+                lease_ms: std::num::NonZeroU64::new(num(8)?).ok_or("ERR lease")?,
+                mode: argv.get(10).and_then(|m| crate::policy::LimitMode::parse(m)).ok_or("ERR slot mode")?,
+            }),
+        };
+        let lease_key = keys.last().map(text).unwrap_or_default();
+        let slot_route = lease_key.rsplit(":lease:").next().unwrap_or_default().to_owned();
+        let lease_id = argv.get(9).cloned().unwrap_or_default();
+        let override_key = keys.first().map(text).unwrap_or_default();
+        let subject = override_key.split('{').nth(1).and_then(|r| r.split('}').next()).unwrap_or_default().to_owned();
+        let stored = self.get(&override_key).and_then(|b| String::from_utf8(b).ok());
+        let mut model = self.limits.borrow_mut();
+        model.set_override(&subject, stored.and_then(|json| Override::parse_json(&json).ok()));
+        let check = Check {
+            subject_hash: &subject,
+            tier_limits: &limits[..n_tier],
+            route_limits: &limits[n_tier..],
+            cost,
+            mode: charge,
+            usage: usage.as_ref().and_then(|(unit, reserve)| {
+                std::num::NonZeroU32::new(*reserve).map(|reserve| crate::limiter::Reservation { unit, reserve })
+            }),
+            concurrency: slot_rule.as_ref().map(|rule| crate::limiter::Slot {
+                rule,
+                route: &slot_route,
+                lease_id: &lease_id,
+            }),
+        };
+        let decision = model.check(&check, self.clock.now_ms()).map_err(|e| format!("ERR {e}"))?;
+        Ok(encode_reply(&decision))
+    }
+
     /// The cache's scripts, by SHA-1, in Rust.
     fn script(&self, sha: &str, rest: &[Vec<u8>]) -> Result<Reply, String> {
         let s = |i: usize| rest.get(i).map(|a| String::from_utf8_lossy(a).into_owned()).unwrap_or_default();
-        if sha == super::lock::release_script().sha1() {
+        if sha == crate::cache::release_script().sha1() {
             if self.get(&s(0)).as_deref() == Some(s(1).as_bytes()) {
                 return self.exec_strs(&["DEL", &s(0)]);
             }
             return Ok(Reply::Int(0));
         }
-        if sha == super::invalidate::tag_script().sha1() {
+        if sha == crate::cache::tag_script().sha1() {
             let members = match self.exec_strs(&["SMEMBERS", &s(0)])? {
                 Reply::Array(m) => m,
                 _ => vec![],
@@ -356,7 +440,7 @@ impl FakeRedis {
             self.exec_strs(&["DEL", &s(0)])?;
             return Ok(Reply::Int(deleted));
         }
-        if sha == super::invalidate::bump_script().sha1() {
+        if sha == crate::cache::bump_script().sha1() {
             let current: u64 = self.get(&s(0)).and_then(|v| String::from_utf8(v).ok()?.parse().ok()).unwrap_or(0);
             let generation = (current + 1).max(self.clock.now_ms());
             self.exec_strs(&["SET", &s(0), &generation.to_string(), "PX", &s(1)])?;

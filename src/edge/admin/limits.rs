@@ -1,0 +1,167 @@
+//! `GET|PUT|DELETE /_tollgate/limits/{subject}` and `GET /_tollgate/me`: a subject's limits,
+//! peeked (nothing consumed), overridden without a redeploy, or reset.
+
+use std::num::NonZeroU32;
+
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::limiter::{Check, Decision, Mode, Override, RemoteLimiter};
+use crate::policy::Limit;
+
+use super::super::caller;
+use super::super::error::AdminError;
+use super::super::http::{EdgeRequest, EdgeResponse};
+use super::super::services::{Platform, Services};
+use super::{json_body, ok, subject_hash, AdminResult};
+
+/// Every route limit of the policy, each with its scope label.
+fn all_route_limits<P: Platform>(services: &Services<P>) -> (Vec<Limit>, Vec<String>) {
+    let mut limits = Vec::new();
+    let mut scopes = Vec::new();
+    for route in &services.config.policy.routes {
+        for l in &route.limits {
+            if !limits.iter().any(|x: &Limit| x.id == l.id) {
+                limits.push(l.clone());
+                scopes.push(format!("route:{}", route.name));
+            }
+        }
+    }
+    (limits, scopes)
+}
+
+/// The limits of a subject in `tier_name`, peeked.
+async fn peek<P: Platform>(services: &Services<P>, subject_hash: &str, tier_name: &str) -> Result<Value, AdminError> {
+    let policy = &services.config.policy;
+    let tier =
+        policy.tier(tier_name).ok_or_else(|| AdminError::BadRequest(format!("tier: unknown tier {tier_name:?}")))?;
+    let (route_limits, route_scopes) = all_route_limits(services);
+    let check = Check {
+        subject_hash,
+        tier_limits: &tier.limits,
+        route_limits: &route_limits,
+        cost: NonZeroU32::MIN,
+        mode: Mode::Peek,
+        usage: None,
+        concurrency: None,
+    };
+    let (decision, stored_override) = match &services.redis {
+        Some(client) => RemoteLimiter::new(client, &services.keys).peek(&check).await?,
+        None => {
+            let now = services.clock.now_ms();
+            let mut memory = services.limits.memory.borrow_mut();
+            let d = memory.check(&check, now).map_err(|e| AdminError::BadRequest(e.to_string()))?;
+            (d, memory.get_override(subject_hash).cloned())
+        }
+    };
+    let snapshot = decision.snapshot();
+    let tier_count = stored_override.as_ref().map_or(tier.limits.len(), |o| o.limits.len());
+    let tier_label = snapshot.tier.clone().unwrap_or_else(|| tier.name.clone());
+    let limits: Vec<Value> = snapshot
+        .limits
+        .iter()
+        .enumerate()
+        .map(|(i, l)| {
+            let (scope, for_tier) = if i < tier_count {
+                ("tier".to_owned(), Some(tier_label.as_str()))
+            } else {
+                (route_scopes.get(i - tier_count).cloned().unwrap_or_default(), None)
+            };
+            json!({
+                "id": l.id, "scope": scope, "tier": for_tier, "algorithm": l.algorithm.as_str(), "limit": l.limit,
+                "window_ms": l.window_ms, "remaining": l.remaining, "reset_ms": l.reset_ms,
+            })
+        })
+        .collect();
+    Ok(json!({
+        "subject_hash": subject_hash,
+        "tier": tier_label,
+        "override": stored_override.map(|o| serde_json::from_str::<Value>(&o.to_json()).unwrap_or(Value::Null)),
+        "now_ms": snapshot.now_ms,
+        "limits": limits,
+        "allowed": matches!(decision, Decision::Allowed(_)),
+    }))
+}
+
+pub(super) async fn show<P: Platform>(services: &Services<P>, subject: &str, tier: Option<&str>) -> AdminResult {
+    let hash = subject_hash(services, subject)?;
+    // The tiers the subject's API keys carry; without `?tier=`, the first of them (else the
+    // default tier) is the one shown.
+    let key_tiers: Vec<String> = match &services.redis {
+        Some(_) => {
+            let mut tiers: Vec<String> = services
+                .registry
+                .list()
+                .await?
+                .into_iter()
+                .filter(|r| r.subject_hash == hash)
+                .map(|r| r.tier)
+                .collect();
+            tiers.sort();
+            tiers.dedup();
+            tiers
+        }
+        None => Vec::new(),
+    };
+    let tier = match tier {
+        Some(t) => t.to_ascii_uppercase(),
+        None => key_tiers.first().cloned().unwrap_or_else(|| services.config.policy.default_tier.clone()),
+    };
+    let mut body = peek(services, &hash, &tier).await?;
+    body["key_tiers"] = json!(key_tiers);
+    ok(body)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OverrideBody {
+    tier: Option<String>,
+    limits: Option<Vec<crate::policy::raw::RawLimit>>,
+}
+
+pub(super) async fn set_override<P: Platform>(services: &Services<P>, subject: &str, req: &EdgeRequest) -> AdminResult {
+    let hash = subject_hash(services, subject)?;
+    let body: OverrideBody = json_body(req)?;
+    let policy = &services.config.policy;
+    let ov = match (body.tier, body.limits) {
+        (Some(tier), None) => {
+            let tier = tier.to_ascii_uppercase();
+            let t = policy.tier(&tier).ok_or_else(|| AdminError::BadRequest(format!("tier: unknown tier {tier:?}")))?;
+            Override { tier: t.name.clone(), limits: t.limits.clone() }
+        }
+        (tier, Some(raw)) => {
+            let limits = crate::policy::override_limits(&raw).map_err(|e| AdminError::BadRequest(e.to_string()))?;
+            Override { tier: tier.map(|t| t.to_ascii_uppercase()).unwrap_or_else(|| "CUSTOM".into()), limits }
+        }
+        (None, None) => return Err(AdminError::BadRequest("give {\"tier\": \"PRO\"} or {\"limits\": [...]}".into())),
+    };
+    ov.validate().map_err(|e| AdminError::BadRequest(e.to_string()))?;
+    match &services.redis {
+        Some(client) => {
+            client.command(ov.set_command(&services.keys, &hash, None)).await?;
+        }
+        None => services.limits.memory.borrow_mut().set_override(&hash, Some(ov.clone())),
+    }
+    ok(json!({"subject_hash": hash, "override": serde_json::from_str::<Value>(&ov.to_json()).unwrap_or(Value::Null)}))
+}
+
+pub(super) async fn reset<P: Platform>(services: &Services<P>, subject: &str) -> AdminResult {
+    let hash = subject_hash(services, subject)?;
+    services.limits.blocks.borrow_mut().forget_subject(&hash);
+    match &services.redis {
+        Some(client) => {
+            client.delete_matching(&services.keys.limit_subject_pattern(&hash)).await?;
+        }
+        None => services.limits.memory.borrow_mut().forget_subject(&hash),
+    }
+    Ok(EdgeResponse::new(204))
+}
+
+/// `GET /_tollgate/me`: the caller's own limits, nothing consumed.
+pub(super) async fn me<P: Platform>(services: &Services<P>, req: &EdgeRequest) -> AdminResult {
+    let caller =
+        caller::identify(services, req, crate::policy::FailurePolicy::Closed).await.map_err(AdminError::Gate)?;
+    let mut resp = EdgeResponse::json(200, &peek(services, &caller.identity.subject_hash, &caller.tier.name).await?);
+    resp.set_header("cache-control", "no-store");
+    Ok(resp)
+}

@@ -1,0 +1,67 @@
+//! Identification, the gate's first stage: the request's credential becomes a [`Caller`] with the
+//! tier whose limits apply.
+//!
+//! The rule for an API key that cannot be verified (the registry cannot be read and the key was
+//! never verified in this isolate): it is never the anonymous caller. A route that fails `closed`
+//! answers 503; any other route counts the request against an "unverified key" bucket of the
+//! caller's IP group under the policy's default tier, so a flood of made-up keys from one address
+//! shares one bucket and cannot add quota.
+
+use crate::identity::{self, client_ip, Credential, Identity, RegistryError};
+use crate::keys::hash_identifier;
+use crate::policy::{FailurePolicy, Tier};
+
+use super::error::GateError;
+use super::http::EdgeRequest;
+use super::services::{Platform, Services};
+
+/// A caller after identification, with the limits that apply to them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Caller {
+    /// Who, as the limiter sees them.
+    pub identity: Identity,
+    /// The tier whose limits apply.
+    pub tier: Tier,
+}
+
+/// Identifies the caller of `req` on a route with `failure` policy.
+pub async fn identify<P: Platform>(
+    services: &Services<P>,
+    req: &EdgeRequest,
+    failure: FailurePolicy,
+) -> Result<Caller, GateError> {
+    let policy = &services.config.policy;
+    let credential = identity::credential_from(|name| req.header(name).map(str::to_owned), &policy.identity)
+        .map_err(GateError::Auth)?;
+    let identity = match credential {
+        Credential::Anonymous(group) => Identity::anonymous(&group, policy),
+        Credential::Jwt(token) => {
+            let now_s = services.clock.now_ms() / 1000;
+            let secret = services.config.jwt_secret.as_deref().map(str::as_bytes);
+            identity::identify_jwt(&token, secret, policy, now_s).map_err(GateError::Auth)?
+        }
+        Credential::ApiKey(key) => match services.registry.resolve(&key).await {
+            Ok(record) => Identity::from_key(&record, policy),
+            Err(RegistryError::Unavailable(_)) if failure != FailurePolicy::Closed => {
+                let group = client_ip::ip_group(req.header(client_ip::HEADER), policy.identity.ipv6_prefix);
+                Identity {
+                    subject_hash: hash_identifier("unverified", &group),
+                    tier: policy.default_tier.clone(),
+                    kind: identity::CallerKind::Anonymous,
+                }
+            }
+            Err(e) => return Err(e.into()),
+        },
+    };
+    Ok(Caller { tier: tier_of(&identity, services), identity })
+}
+
+/// The tier an identity names, else the default tier, else an empty one.
+fn tier_of<P: Platform>(identity: &Identity, services: &Services<P>) -> Tier {
+    let policy = &services.config.policy;
+    policy
+        .tier(&identity.tier)
+        .or_else(|| policy.tier(&policy.default_tier))
+        .cloned()
+        .unwrap_or_else(|| Tier { name: identity.tier.clone(), limits: Vec::new() })
+}

@@ -1,0 +1,195 @@
+//! What every handler of one isolate shares: the configuration, the Redis client (with its
+//! breaker), the cache, the key registry, the local limiter state and the counters. Every piece
+//! is a cache or a degraded-mode fallback; nothing here is needed for correctness across
+//! locations.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::rc::Rc;
+
+use crate::cache::{CacheAside, CacheDeps, IsolateState, Origin};
+use crate::clock::{Clock, Random, Sleeper};
+use crate::identity::KeyRegistry;
+use crate::keys::Keys;
+use crate::limiter::{BlockCache, Decision, MemoryLimiter};
+use crate::redis::{Breaker, Client, Transport};
+
+use super::config::Config;
+use super::stats::{self, Stats};
+
+/// Work to run after the response is sent (`ctx.wait_until` in the Worker).
+pub type Background = Pin<Box<dyn Future<Output = ()>>>;
+
+/// The outside world of a deployment: how Redis and the origin are reached and how to wait.
+pub trait Platform: 'static {
+    /// Redis over REST.
+    type Transport: Transport + Clone + 'static;
+    /// The origin, for cache fills.
+    type Origin: Origin + 'static;
+    /// Timers.
+    type Sleeper: Sleeper + 'static;
+}
+
+/// How often an isolate flushes its counters to Redis, ms.
+pub const STATS_FLUSH_MS: u64 = 10_000;
+
+/// Callers whose latest decision is kept for the headers of in-isolate hits.
+const LAST_SEEN_CAPACITY: usize = 4096;
+
+/// The in-isolate limiter state: the fallback limiter, the block list, and each caller's latest
+/// allowed decision (the headers of hits served from isolate memory).
+pub struct LocalLimits {
+    /// Blocked callers, until their limit resets.
+    pub blocks: RefCell<BlockCache>,
+    /// The fallback limiter (memory mode, and `local` routes while Redis fails).
+    pub memory: RefCell<MemoryLimiter>,
+    last_seen: RefCell<HashMap<String, Decision>>,
+}
+
+impl LocalLimits {
+    fn new() -> Self {
+        Self {
+            blocks: RefCell::new(BlockCache::new(crate::limiter::capacity::BLOCK_CACHE)),
+            memory: RefCell::new(MemoryLimiter::new(crate::limiter::capacity::MEMORY_LIMITER)),
+            last_seen: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// Remembers a caller's latest decision (bounded: when full, the map starts over).
+    pub fn remember(&self, subject_hash: &str, decision: &Decision) {
+        let mut seen = self.last_seen.borrow_mut();
+        if seen.len() >= LAST_SEEN_CAPACITY && !seen.contains_key(subject_hash) {
+            seen.clear();
+        }
+        seen.insert(subject_hash.to_owned(), decision.clone());
+    }
+
+    /// A caller's latest decision seen here.
+    pub fn last_seen(&self, subject_hash: &str) -> Option<Decision> {
+        self.last_seen.borrow().get(subject_hash).cloned()
+    }
+}
+
+/// The cache of an isolate over its platform.
+pub type Cache<P> = CacheAside<<P as Platform>::Transport, Rc<<P as Platform>::Origin>, Rc<<P as Platform>::Sleeper>>;
+
+/// Everything one isolate's handlers share, for one configuration.
+pub struct Services<P: Platform> {
+    /// The configuration.
+    pub config: Config,
+    /// The key namespace.
+    pub keys: Keys,
+    /// Redis, behind the breaker; `None` in memory mode.
+    pub redis: Option<Client<P::Transport>>,
+    /// Cache-aside; `None` in memory mode.
+    pub cache: Option<Cache<P>>,
+    /// The origin, for fills.
+    pub origin: Rc<P::Origin>,
+    /// The clock.
+    pub clock: Rc<dyn Clock>,
+    /// Randomness.
+    pub random: Rc<dyn Random>,
+    /// The API-key registry.
+    pub registry: KeyRegistry<P::Transport, P::Sleeper>,
+    /// Local limiter state.
+    pub limits: LocalLimits,
+    /// Counters since the last flush.
+    pub stats: RefCell<Stats>,
+    /// The client's wire counters (requests, commands) already handed to `stats`.
+    wire_seen: Cell<(u64, u64)>,
+    /// When this isolate started, Unix ms.
+    pub started_ms: u64,
+}
+
+impl<P: Platform> Services<P> {
+    /// The services over `config`; `transport` is `None` in memory mode.
+    pub fn new(
+        config: Config,
+        transport: Option<P::Transport>,
+        origin: P::Origin,
+        sleeper: P::Sleeper,
+        clock: Rc<dyn Clock>,
+        random: Rc<dyn Random>,
+    ) -> Self {
+        let policy = &config.policy;
+        let keys = Keys::new(policy.namespace.clone());
+        let redis = transport.map(|t| Client::guarded(t, Breaker::from_settings(&policy.redis), clock.clone()));
+        let origin = Rc::new(origin);
+        let sleeper = Rc::new(sleeper);
+        let cache = redis.as_ref().map(|client| {
+            let deps = CacheDeps {
+                redis: client.clone(),
+                origin: origin.clone(),
+                sleeper: sleeper.clone(),
+                clock: clock.clone(),
+                random: random.clone(),
+                keys: keys.clone(),
+                settings: policy.cache.clone(),
+            };
+            CacheAside::new(deps, Rc::new(IsolateState::new(&policy.cache)))
+        });
+        let registry = KeyRegistry::new(
+            redis.clone(),
+            keys.clone(),
+            clock.clone(),
+            sleeper,
+            u64::from(policy.identity.api_key_cache_ms),
+        );
+        let started_ms = clock.now_ms();
+        Self {
+            config,
+            keys,
+            redis,
+            cache,
+            origin,
+            clock,
+            random,
+            registry,
+            limits: LocalLimits::new(),
+            stats: RefCell::new(Stats::default()),
+            wire_seen: Cell::new((0, 0)),
+            started_ms,
+        }
+    }
+
+    /// Takes the counters to flush, the Redis traffic since the last flush included.
+    fn take_counts(&self, now: u64) -> std::collections::BTreeMap<String, u64> {
+        let mut stats = self.stats.borrow_mut();
+        if let Some(client) = &self.redis {
+            let now_seen = (client.requests_sent(), client.commands_sent());
+            let (req, cmd) = self.wire_seen.replace(now_seen);
+            stats.redis(now_seen.0.saturating_sub(req), now_seen.1.saturating_sub(cmd));
+        }
+        stats.drain(now)
+    }
+
+    /// The stats flush, when one is due.
+    pub fn flush_if_due(self: &Rc<Self>) -> Option<Background> {
+        self.redis.as_ref()?;
+        if !self.stats.borrow().due(self.clock.now_ms(), STATS_FLUSH_MS) {
+            return None;
+        }
+        let this = self.clone();
+        Some(Box::pin(async move { this.flush_stats().await }))
+    }
+
+    /// Flushes this isolate's counters now; a failed flush keeps them for the next one.
+    pub async fn flush_stats(&self) {
+        let Some(redis) = &self.redis else { return };
+        let now = self.clock.now_ms();
+        let counts = self.take_counts(now);
+        let cmds = stats::flush_commands(&self.keys, &counts, now);
+        if cmds.is_empty() {
+            return;
+        }
+        // A flush that may have reached Redis is not retried: counting it twice would be worse
+        // than losing it. Only a flush that surely did not arrive is kept for the next one.
+        if let Err(e) = redis.multi_exec(cmds).await {
+            if !e.reached_server() {
+                self.stats.borrow_mut().restore(counts);
+            }
+        }
+    }
+}

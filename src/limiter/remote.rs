@@ -1,0 +1,78 @@
+//! The limit check over Redis: the only code that builds the check's `/pipeline` (the script,
+//! plus a command riding along in the same round trip, such as the cache read) and reads it back.
+
+use thiserror::Error;
+
+use crate::keys::Keys;
+use crate::redis::{Client, Command, Entry, RedisError, Reply, Transport};
+
+use super::{check_script, parse_reply, Check, Decision, LimiterError, Mode, Override};
+
+/// Why a remote check could not be decided.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum RemoteError {
+    /// Redis could not be reached or answered with an error.
+    #[error(transparent)]
+    Redis(#[from] RedisError),
+    /// The check could not be built, or its reply read.
+    #[error(transparent)]
+    Limiter(#[from] LimiterError),
+}
+
+impl RemoteError {
+    /// A short, internals-free name of the failure.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            RemoteError::Redis(e) | RemoteError::Limiter(LimiterError::Store(e)) => e.reason(),
+            RemoteError::Limiter(LimiterError::MalformedReply(_)) => "redis_malformed_reply",
+            RemoteError::Limiter(_) => "limit_invalid",
+        }
+    }
+}
+
+/// A decided check, with the reply of the command that rode along.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Checked {
+    /// Every limit's verdict.
+    pub decision: Decision,
+    /// The ride-along command's reply (`None` when there was none).
+    pub ride_along: Option<Result<Reply, RedisError>>,
+}
+
+/// Checks limits on Redis for one isolate's client and key namespace.
+#[derive(Debug, Clone, Copy)]
+pub struct RemoteLimiter<'a, T: Transport> {
+    client: &'a Client<T>,
+    keys: &'a Keys,
+}
+
+impl<'a, T: Transport> RemoteLimiter<'a, T> {
+    /// A limiter over `client`, naming keys with `keys`.
+    pub fn new(client: &'a Client<T>, keys: &'a Keys) -> Self {
+        Self { client, keys }
+    }
+
+    /// Runs `check` (one `EVALSHA`) and `ride_along` in one `/pipeline`: one HTTP round trip.
+    pub async fn check(&self, check: &Check<'_>, ride_along: Option<Command>) -> Result<Checked, RemoteError> {
+        let call = check.command(self.keys)?;
+        let mut entries = vec![Entry::script(check_script(), &call.keys, &call.args)];
+        entries.extend(ride_along.map(Entry::Command));
+        let mut replies = self.client.pipeline_with_scripts(entries).await?.into_iter();
+        let decision = match replies.next() {
+            Some(reply) => parse_reply(&reply?)?,
+            None => return Err(LimiterError::MalformedReply("empty pipeline reply").into()),
+        };
+        Ok(Checked { decision, ride_along: replies.next() })
+    }
+
+    /// Decides `check` without charging anything, with the subject's stored override.
+    pub async fn peek(&self, check: &Check<'_>) -> Result<(Decision, Option<Override>), RemoteError> {
+        let peek = Check { mode: Mode::Peek, ..*check };
+        let checked = self.check(&peek, Some(Override::get_command(self.keys, check.subject_hash))).await?;
+        let stored = match checked.ride_along {
+            Some(Ok(reply)) => Override::from_reply(&reply).ok().flatten(),
+            _ => None,
+        };
+        Ok((checked.decision, stored))
+    }
+}
