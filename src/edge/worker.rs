@@ -251,6 +251,9 @@ async fn stream_proxy(
     Ok((out, after))
 }
 
+/// How often a metered stream waiting on its origin checks that its caller is still there, ms.
+const CALLER_CHECK_MS: u32 = 250;
+
 /// Copies the origin's body to the caller chunk by chunk, feeding the usage meter; at the end of
 /// the body, or as soon as the caller is gone (a write fails), pays the request's aftercare.
 async fn metered_pump(
@@ -261,9 +264,21 @@ async fn metered_pump(
 ) {
     use wasm_bindgen_futures::JsFuture;
     let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+    // Once the caller is gone the runtime may cancel the origin's body without settling a
+    // pending read: the read races a short tick that checks whether the caller's side errored.
+    let caller_gone = || writer.desired_size().map_or(true, |size| size.is_none());
+    let mut read = JsFuture::from(reader.read());
     let mut complete = false;
     loop {
-        let Ok(step) = JsFuture::from(reader.read()).await else { break };
+        let step = match select(&mut read, Box::pin(Timer::after(CALLER_CHECK_MS))).await {
+            Either::Left((Ok(step), _)) => step,
+            Either::Left((Err(_), _)) => break,
+            Either::Right(_) if caller_gone() => {
+                let _ = reader.cancel();
+                break;
+            }
+            Either::Right(_) => continue,
+        };
         let done = js_sys::Reflect::get(&step, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true);
         if done {
             complete = true;
@@ -274,16 +289,14 @@ async fn metered_pump(
             m.feed(&js_sys::Uint8Array::new(&chunk).to_vec());
         }
         if JsFuture::from(writer.write_with_chunk(&chunk)).await.is_err() {
-            // The caller went away: stop reading the origin.
-            let _ = JsFuture::from(reader.cancel()).await;
+            // The caller went away: stop reading the origin (not waited for).
+            let _ = reader.cancel();
             break;
         }
+        read = JsFuture::from(reader.read());
     }
-    if complete {
-        let _ = JsFuture::from(writer.close()).await;
-    } else {
-        let _ = JsFuture::from(writer.abort()).await;
-    }
+    // Not waited for: closing a stream whose reader is gone may never settle.
+    let _ = if complete { writer.close() } else { writer.abort() };
     let reported = meter.and_then(|m| if complete { m.finish() } else { m.so_far() });
     aftercare.finish(reported).await;
 }

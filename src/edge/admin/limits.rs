@@ -70,6 +70,7 @@ async fn peek<P: Platform>(services: &Services<P>, subject_hash: &str, tier_name
             json!({
                 "id": l.id, "scope": scope, "tier": for_tier, "algorithm": l.algorithm.as_str(), "limit": l.limit,
                 "window_ms": l.window_ms, "remaining": l.remaining, "reset_ms": l.reset_ms,
+                "unit": l.unit.as_str(), "mode": l.mode.as_str(), "used": l.limit.saturating_sub(l.remaining),
             })
         })
         .collect();
