@@ -185,6 +185,7 @@ impl Origin for FakeOrigin {
 enum Val {
     Str(Vec<u8>),
     Set(BTreeSet<Vec<u8>>),
+    Hash(std::collections::BTreeMap<Vec<u8>, Vec<u8>>),
 }
 
 /// A tiny in-memory Redis behind the REST protocol, with the cache's scripts built in.
@@ -325,6 +326,54 @@ impl FakeRedis {
                 Some((_, None)) => -1,
                 Some((_, Some(e))) => (*e - now) as i64,
             })),
+            "PING" => Ok(Reply::Bulk(b"PONG".to_vec())),
+            "HSETNX" | "HSET" | "HINCRBY" => {
+                let slot = data.entry(s(1)).or_insert_with(|| (Val::Hash(Default::default()), None));
+                let Val::Hash(hash) = &mut slot.0 else {
+                    return Err("WRONGTYPE".into());
+                };
+                let field = args.get(2).cloned().unwrap_or_default();
+                let value = args.get(3).cloned().unwrap_or_default();
+                match name.as_str() {
+                    "HSETNX" if hash.contains_key(&field) => Ok(Reply::Int(0)),
+                    "HINCRBY" => {
+                        let by: i64 = s(3).parse().map_err(|_| "ERR not an integer")?;
+                        let old: i64 =
+                            hash.get(&field).and_then(|v| String::from_utf8_lossy(v).parse().ok()).unwrap_or(0);
+                        hash.insert(field, (old + by).to_string().into_bytes());
+                        Ok(Reply::Int(old + by))
+                    }
+                    _ => Ok(Reply::Int(i64::from(hash.insert(field, value).is_none()))),
+                }
+            }
+            "HGET" => match data.get(&s(1)) {
+                Some((Val::Hash(h), _)) => {
+                    Ok(h.get(args.get(2).map_or(&[][..], |a| a)).map_or(Reply::Nil, |v| Reply::Bulk(v.clone())))
+                }
+                _ => Ok(Reply::Nil),
+            },
+            "HGETALL" => match data.get(&s(1)) {
+                Some((Val::Hash(h), _)) => Ok(Reply::Array(
+                    h.iter().flat_map(|(k, v)| [Reply::Bulk(k.clone()), Reply::Bulk(v.clone())]).collect(),
+                )),
+                _ => Ok(Reply::Array(vec![])),
+            },
+            "HDEL" => match data.get_mut(&s(1)) {
+                Some((Val::Hash(h), _)) => {
+                    Ok(Reply::Int((2..args.len()).filter(|&i| h.remove(&args[i]).is_some()).count() as i64))
+                }
+                _ => Ok(Reply::Int(0)),
+            },
+            "SCAN" => {
+                let pattern = s(3);
+                let prefix = pattern.trim_end_matches('*');
+                let found: Vec<Reply> = data
+                    .keys()
+                    .filter(|k| k.starts_with(prefix))
+                    .map(|k| Reply::Bulk(k.clone().into_bytes()))
+                    .collect();
+                Ok(Reply::Array(vec![Reply::Bulk(b"0".to_vec()), Reply::Array(found)]))
+            }
             "PUBLISH" => {
                 self.published.borrow_mut().push((s(1), s(2)));
                 Ok(Reply::Int(0))
@@ -332,6 +381,10 @@ impl FakeRedis {
             "EVALSHA" if s(1) == crate::limiter::check_script().sha1() => {
                 drop(data);
                 self.check(&args[2..])
+            }
+            "EVALSHA" if s(1) == crate::limiter::check_and_read_script().sha1() => {
+                drop(data);
+                self.check_and_read(&args[2..])
             }
             "EVALSHA" => {
                 drop(data);
@@ -394,7 +447,10 @@ impl FakeRedis {
         let lease_id = argv.get(9).cloned().unwrap_or_default();
         let override_key = keys.first().map(text).unwrap_or_default();
         let subject = override_key.split('{').nth(1).and_then(|r| r.split('}').next()).unwrap_or_default().to_owned();
-        let stored = self.get(&override_key).and_then(|b| String::from_utf8(b).ok());
+        let stored = match self.data.borrow().get(&override_key) {
+            Some((Val::Str(v), _)) => String::from_utf8(v.clone()).ok(),
+            _ => None,
+        };
         let mut model = self.limits.borrow_mut();
         model.set_override(&subject, stored.and_then(|json| Override::parse_json(&json).ok()));
         let check = Check {
@@ -416,9 +472,62 @@ impl FakeRedis {
         Ok(encode_reply(&decision))
     }
 
+    /// The check-and-read script: the check on all but the last two keys and the last argument,
+    /// then `MGET` of those two keys when it allowed.
+    fn check_and_read(&self, rest: &[Vec<u8>]) -> Result<Reply, String> {
+        let numkeys: usize = rest.first().and_then(|n| String::from_utf8_lossy(n).parse().ok()).ok_or("ERR numkeys")?;
+        let keys = rest.get(1..1 + numkeys).ok_or("ERR keys")?;
+        let argv = rest.get(1 + numkeys..).ok_or("ERR argv")?;
+        let (check_keys, read_keys) = keys.split_at(numkeys.checked_sub(2).ok_or("ERR read keys")?);
+        let mut inner = vec![check_keys.len().to_string().into_bytes()];
+        inner.extend(check_keys.iter().cloned());
+        inner.extend(argv[..argv.len().saturating_sub(1)].iter().cloned());
+        let decided = self.check(&inner)?;
+        let allowed = decided.as_array().and_then(|a| a.get(1)).and_then(Reply::as_int) == Some(1);
+        let read = if allowed {
+            let mut mget = vec![b"MGET".to_vec()];
+            mget.extend(read_keys.iter().cloned());
+            let reply = self.exec(mget)?;
+            // Run inside the script: not a command the client sent.
+            self.log.borrow_mut().pop();
+            reply
+        } else {
+            Reply::Nil
+        };
+        Ok(Reply::Array(vec![decided, read]))
+    }
+
+    /// The entry store script; `rest` is its `KEYS…, ARGV…` (always three ARGV).
+    fn store(&self, rest: &[Vec<u8>]) -> Result<Reply, String> {
+        // ARGV is always 3 values: entry, px, token.
+        let split = rest.len().checked_sub(3).ok_or("ERR store args")?;
+        let (keys, argv) = rest.split_at(split);
+        let key = |i: usize| String::from_utf8_lossy(&keys[i]).into_owned();
+        let px = String::from_utf8_lossy(&argv[1]).into_owned();
+        let entry = key(0);
+        self.exec(vec![b"SET".to_vec(), keys[0].clone(), argv[0].clone(), b"PX".to_vec(), px.clone().into_bytes()])?;
+        for i in 2..keys.len() {
+            self.exec_strs(&["SADD", &key(i), &entry])?;
+            self.exec_strs(&["PEXPIRE", &key(i), &px, "NX"])?;
+            self.exec_strs(&["PEXPIRE", &key(i), &px, "GT"])?;
+        }
+        let token = String::from_utf8_lossy(&argv[2]).into_owned();
+        if !token.is_empty() && self.get(&key(1)).as_deref() == Some(token.as_bytes()) {
+            self.exec_strs(&["DEL", &key(1)])?;
+        }
+        Ok(Reply::Int(1))
+    }
+
     /// The cache's scripts, by SHA-1, in Rust.
     fn script(&self, sha: &str, rest: &[Vec<u8>]) -> Result<Reply, String> {
         let s = |i: usize| rest.get(i).map(|a| String::from_utf8_lossy(a).into_owned()).unwrap_or_default();
+        if sha == crate::cache::store_script().sha1() {
+            // What runs inside the script is not a command the client sent.
+            let mark = self.log.borrow().len();
+            let reply = self.store(rest);
+            self.log.borrow_mut().truncate(mark);
+            return reply;
+        }
         if sha == crate::cache::release_script().sha1() {
             if self.get(&s(0)).as_deref() == Some(s(1).as_bytes()) {
                 return self.exec_strs(&["DEL", &s(0)]);

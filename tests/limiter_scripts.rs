@@ -515,3 +515,35 @@ async fn the_check_rides_in_one_pipeline_with_the_cache_read() {
     assert_eq!(decision.snapshot().limits[0].remaining, 9);
     assert_eq!(results[1], Ok(Reply::Nil));
 }
+
+#[tokio::test]
+async fn the_check_and_the_cache_read_share_one_command_and_decide_as_the_check_alone() {
+    let stack = Stack::start().await;
+    let client = stack.client();
+    let keys = Keys::default();
+    stack.redis(&["SET", "gen-key", "7"]);
+    stack.redis(&["SET", "entry-key", "the entry"]);
+    let read = ["gen-key".to_owned(), "entry-key".to_owned()];
+    let tier = [limit("tier-basic", Algorithm::FixedWindow, 2, HOUR)];
+    let remote = tollgate::limiter::RemoteLimiter::new(&client, &keys);
+    for round in 0..3 {
+        let c = check("combined", &tier, &[], 1, Mode::Consume);
+        let commands = client.commands_sent();
+        let checked = remote.check_and_read(&c, &read).await.expect("decided");
+        assert!(client.commands_sent() - commands <= 2, "one EVALSHA (and one EVAL after NOSCRIPT)");
+        if round < 2 {
+            assert!(checked.decision.is_allowed());
+            let expected = Reply::Array(vec![Reply::Bulk(b"7".to_vec()), Reply::Bulk(b"the entry".to_vec())]);
+            assert_eq!(checked.ride_along, Some(Ok(expected)));
+        } else {
+            assert_eq!(checked.decision.violated(), Some("tier-basic"), "the third of two per hour");
+            assert_eq!(checked.ride_along, None, "a refused check reads nothing");
+        }
+    }
+    // The plain check sees the same state: nothing was charged twice or skipped.
+    let d = run(&client, &keys, &check("combined", &tier, &[], 1, Mode::Peek)).await;
+    assert_eq!(d.snapshot().limits[0].remaining, 0);
+    let before = client.commands_sent();
+    remote.check_and_read(&check("other", &tier, &[], 1, Mode::Consume), &read).await.expect("decided");
+    assert_eq!(client.commands_sent() - before, 1, "a cached script: exactly one command");
+}

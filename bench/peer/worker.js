@@ -20,7 +20,7 @@
 import { Ratelimit } from "@upstash/ratelimit";
 import { Redis } from "@upstash/redis/cloudflare";
 
-// The built-in defaults of Tollgate's DESIGN.md, used for what TOLLGATE_POLICY leaves out.
+// The built-in defaults of Tollgate (docs/design.md), used for what TOLLGATE_POLICY leaves out.
 const DEFAULT_POLICY = {
   tiers: {
     ANON: { limits: [{ limit: 30, window: "1h" }] },

@@ -31,7 +31,7 @@ use thiserror::Error;
 use crate::clock::{Clock, Random};
 use crate::keys::Keys;
 use crate::policy::{CacheClass, CacheRule, CacheScope, CacheSettings};
-use crate::redis::{Client, Command, RedisError, Reply, Transport};
+use crate::redis::{Arg, Client, Command, RedisError, Reply, Transport};
 
 use super::entry::{Entry, ENTRY_FORMAT, REPLAYED_HEADERS};
 use super::http::etag_for;
@@ -40,7 +40,7 @@ use super::isolate::IsolateCache;
 use crate::clock::Sleeper;
 
 use super::key::namespace;
-use super::lock::{acquire_command, lock_acquired, lock_key, release_args, release_script};
+use super::lock::{acquire_command, lock_acquired, lock_key, release_args, release_script, store_script};
 use super::lookup::{classify_read_limited, read_command, Lookup};
 use super::origin::{Origin, OriginError, OriginRequest, OriginResponse};
 use super::single_flight::SingleFlight;
@@ -314,6 +314,11 @@ impl<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static> CacheAsi
         read_command(&self.deps.keys, &target.ns, &target.key)
     }
 
+    /// The keys of the read (generation, entry), for a check that reads them itself.
+    pub fn read_keys(&self, target: &CacheTarget) -> [String; 2] {
+        [self.deps.keys.cache_generation(&target.ns), self.deps.keys.cache_entry(&target.ns, &target.key)]
+    }
+
     /// Classifies the read's reply now, with the policy's body limit.
     pub fn classify(&self, reply: &Reply) -> Lookup {
         classify_read_limited(reply, self.deps.clock.now_ms(), self.deps.settings.max_body_bytes)
@@ -577,26 +582,16 @@ impl<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static> CacheAsi
     async fn store(&self, target: &CacheTarget, entry: &Entry, lock: Option<Held<'_>>) -> Result<(), RedisError> {
         let entry_key = target.entry_key(&self.deps.keys);
         let px = entry.stale_until_ms.saturating_sub(entry.stored_ms).max(1);
-        let mut cmds =
-            vec![Command::set_px(entry_key.as_str(), entry.encode(self.deps.settings.compress_min_bytes), px)];
-        for tag in &entry.tags {
-            let tag_key = self.deps.keys.cache_tag(tag);
-            cmds.push(Command::new("SADD").arg(tag_key.as_str()).arg(entry_key.as_str()));
-            cmds.push(Command::new("PEXPIRE").arg(tag_key.as_str()).arg(px).arg("NX"));
-            cmds.push(Command::new("PEXPIRE").arg(tag_key).arg(px).arg("GT"));
-        }
-        let mut batch: Vec<crate::redis::Entry<'_>> = cmds.into_iter().map(crate::redis::Entry::Command).collect();
-        // The fill lock goes back in the same round trip as the write.
-        if let Some(held) = lock {
-            let (keys, args) = release_args(held.key, held.token);
-            batch.push(crate::redis::Entry::script(release_script(), &keys, &args));
-        }
-        let results = self.deps.redis.pipeline_with_scripts(batch).await?;
-        match results.into_iter().next() {
-            Some(Ok(_)) => Ok(()),
-            Some(Err(e)) => Err(e),
-            None => Err(RedisError::Malformed("empty pipeline answer".to_owned())),
-        }
+        let lock_key_name = lock.as_ref().map_or_else(|| lock_key(&self.deps.keys, &entry_key), |h| h.key.to_owned());
+        let mut keys = vec![entry_key, lock_key_name];
+        keys.extend(entry.tags.iter().map(|tag| self.deps.keys.cache_tag(tag)));
+        let args = [
+            Arg::Str(entry.encode(self.deps.settings.compress_min_bytes)),
+            Arg::from(px),
+            Arg::from(lock.as_ref().map_or("", |h| h.token)),
+        ];
+        // The write, the tags and the lock's release: one command.
+        self.deps.redis.eval(store_script(), &keys, &args).await.map(|_| ())
     }
 
     /// Gives a held lock back, if there is one.
@@ -789,8 +784,9 @@ mod tests {
         assert_eq!(f.origin.calls.get(), 1);
         assert!(all.iter().all(|s| s.as_ref().is_ok_and(|s| s.status == CacheStatus::Miss)));
         assert!(all.iter().all(|s| body(s.as_ref().unwrap()) == br#"{"name":"app","on":true}"#));
-        let sets = f.redis.commands().iter().filter(|c| *c == "SET").count();
-        assert_eq!(sets, 2, "one lock taken, one entry written");
+        let commands = f.redis.commands();
+        let misses: Vec<&str> = commands.iter().map(String::as_str).filter(|c| *c != "MGET").collect();
+        assert_eq!(misses, ["SET", "EVALSHA"], "one lock taken, then one script writes the entry and frees the lock");
         assert!(cache.state().flights.is_empty());
     }
 

@@ -8,6 +8,13 @@ use crate::keys::Keys;
 use crate::redis::{Arg, Command, RedisError, Reply, Script};
 
 static RELEASE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/release_lock.lua")));
+static STORE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("scripts/store_entry.lua")));
+
+/// The script that stores a filled entry with its tags and releases the fill lock
+/// (`scripts/store_entry.lua`): the whole write of a miss in one command.
+pub fn store_script() -> &'static Script {
+    &STORE
+}
 
 /// The lock key guarding the fill of `entry_key`.
 pub fn lock_key(keys: &Keys, entry_key: &str) -> String {

@@ -42,7 +42,7 @@ pub use invalidate::{
 };
 pub use isolate::IsolateCache;
 pub use key::KeyError;
-pub use lock::{acquire_command, lock_acquired, lock_key, release_args, release_script, LockRelease};
+pub use lock::{acquire_command, lock_acquired, lock_key, release_args, release_script, store_script, LockRelease};
 pub use lookup::{classify_read, classify_read_limited, read_command, Lookup};
 pub use origin::{Origin, OriginError, OriginRequest, OriginResponse};
 pub use single_flight::SingleFlight;

@@ -133,17 +133,25 @@ async fn decide<P: Platform>(
     let local = |mode| Verdict { decision: Some(check_local(services, check)), read: None, mode, timing: Vec::new() };
     let Some(redis) = &services.redis else { return Ok(local(LimitMode::Memory)) };
     let read = match (&services.cache, target) {
-        (Some(cache), Some(t)) => Some(cache.read_command(t)),
+        (Some(cache), Some(t)) => Some(cache.read_keys(t)),
         _ => None,
     };
     let started = services.clock.now_ms();
-    match RemoteLimiter::new(redis, &services.keys).check(check, read).await {
-        Ok(checked) => Ok(Verdict {
-            decision: Some(checked.decision),
-            read: checked.ride_along,
-            mode: LimitMode::Redis,
-            timing: vec![format!("redis;dur={}", services.clock.now_ms().saturating_sub(started))],
-        }),
+    let remote = RemoteLimiter::new(redis, &services.keys);
+    let result = match &read {
+        Some(keys) => remote.check_and_read(check, keys).await,
+        None => remote.check(check, None).await,
+    };
+    match result {
+        Ok(checked) => {
+            services.limits.seed(check.subject_hash, &checked.decision);
+            Ok(Verdict {
+                decision: Some(checked.decision),
+                read: checked.ride_along,
+                mode: LimitMode::Redis,
+                timing: vec![format!("redis;dur={}", services.clock.now_ms().saturating_sub(started))],
+            })
+        }
         Err(e) => match routed.failure() {
             FailurePolicy::Closed => Err(GateError::limiter(routed.route_name(), &e)),
             FailurePolicy::Open => {
@@ -154,11 +162,12 @@ async fn decide<P: Platform>(
     }
 }
 
-/// The same check in this isolate only.
+/// The same check in this isolate only, held to what Redis last said remained.
 fn check_local<P: Platform>(services: &Services<P>, check: &Check<'_>) -> Decision {
     let now = services.clock.now_ms();
-    match services.limits.memory.borrow_mut().check(check, now) {
-        Ok(d) => d,
+    let decision = services.limits.memory.borrow_mut().check(check, now);
+    match decision {
+        Ok(d) => services.limits.hold_to_seed(check.subject_hash, check.cost.get(), d),
         // Limits are validated at config load; an unexpected refusal lets the request through
         // rather than failing it.
         Err(_) => Decision::Allowed(crate::limiter::Snapshot::empty(now)),

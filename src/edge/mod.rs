@@ -16,6 +16,8 @@ pub mod respond;
 pub mod router;
 pub mod services;
 pub mod stats;
+#[cfg(test)]
+mod tests;
 #[cfg(target_arch = "wasm32")]
 mod worker;
 

@@ -38,14 +38,27 @@ pub const STATS_FLUSH_MS: u64 = 10_000;
 /// Callers whose latest decision is kept for the headers of in-isolate hits.
 const LAST_SEEN_CAPACITY: usize = 4096;
 
-/// The in-isolate limiter state: the fallback limiter, the block list, and each caller's latest
-/// allowed decision (the headers of hits served from isolate memory).
+/// Limits whose last Redis state is kept for the fallback.
+const SEED_CAPACITY: usize = 16_384;
+
+/// What Redis last said of one limit of one caller, and what the fallback admitted since.
+#[derive(Debug, Clone, Copy)]
+struct Seed {
+    remaining: u32,
+    until_ms: u64,
+    used: u32,
+}
+
+/// The in-isolate limiter state: the fallback limiter, the block list, each caller's latest
+/// allowed decision (the headers of hits served from isolate memory), and what Redis last said
+/// of each limit, so the fallback starts from there instead of from zero.
 pub struct LocalLimits {
     /// Blocked callers, until their limit resets.
     pub blocks: RefCell<BlockCache>,
     /// The fallback limiter (memory mode, and `local` routes while Redis fails).
     pub memory: RefCell<MemoryLimiter>,
     last_seen: RefCell<HashMap<String, Decision>>,
+    seeds: RefCell<HashMap<(String, String), Seed>>,
 }
 
 impl LocalLimits {
@@ -54,7 +67,51 @@ impl LocalLimits {
             blocks: RefCell::new(BlockCache::new(crate::limiter::capacity::BLOCK_CACHE)),
             memory: RefCell::new(MemoryLimiter::new(crate::limiter::capacity::MEMORY_LIMITER)),
             last_seen: RefCell::new(HashMap::new()),
+            seeds: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// Notes what Redis decided for `subject_hash`: each limit's remaining units until its reset.
+    pub fn seed(&self, subject_hash: &str, decision: &Decision) {
+        let mut seeds = self.seeds.borrow_mut();
+        let snapshot = decision.snapshot();
+        if seeds.len() >= SEED_CAPACITY {
+            seeds.retain(|_, s| s.until_ms > snapshot.now_ms);
+            if seeds.len() >= SEED_CAPACITY {
+                seeds.clear();
+            }
+        }
+        for l in &snapshot.limits {
+            let until_ms = l.reset_ms.min(snapshot.now_ms.saturating_add(l.window_ms));
+            seeds.insert((subject_hash.to_owned(), l.id.clone()), Seed { remaining: l.remaining, until_ms, used: 0 });
+        }
+    }
+
+    /// The fallback's decision `local` for `subject_hash`, held to what Redis last said remained:
+    /// a limit Redis reported at `remaining` admits at most that many units here until its reset.
+    pub fn hold_to_seed(&self, subject_hash: &str, cost: u32, local: Decision) -> Decision {
+        let Decision::Allowed(mut snapshot) = local else { return local };
+        let now = snapshot.now_ms;
+        let mut seeds = self.seeds.borrow_mut();
+        let live = |id: &str, seeds: &HashMap<(String, String), Seed>| {
+            seeds.get(&(subject_hash.to_owned(), id.to_owned())).copied().filter(|s| s.until_ms > now)
+        };
+        for l in &snapshot.limits {
+            if let Some(seed) = live(&l.id, &seeds) {
+                if seed.used.saturating_add(cost) > seed.remaining {
+                    let retry_after_ms = seed.until_ms.saturating_sub(now).max(1);
+                    return Decision::Denied { violated: l.id.clone(), retry_after_ms, snapshot };
+                }
+            }
+        }
+        for l in &mut snapshot.limits {
+            if let Some(mut seed) = live(&l.id, &seeds) {
+                seed.used = seed.used.saturating_add(cost);
+                l.remaining = l.remaining.min(seed.remaining - seed.used);
+                seeds.insert((subject_hash.to_owned(), l.id.clone()), seed);
+            }
+        }
+        Decision::Allowed(snapshot)
     }
 
     /// Remembers a caller's latest decision (bounded: when full, the map starts over).

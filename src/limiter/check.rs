@@ -327,6 +327,16 @@ pub fn check_script() -> &'static Script {
     SCRIPT.get_or_init(|| Script::new(include_str!("scripts/check.lua")))
 }
 
+/// The check and the cache read in one script ([`scripts/check_and_read.lua`] around
+/// `scripts/check.lua`), hashed once per isolate.
+pub fn check_and_read_script() -> &'static Script {
+    static SCRIPT: OnceLock<Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| {
+        let wrapper = include_str!("scripts/check_and_read.lua");
+        Script::new(wrapper.replacen("-- @@CHECK_LUA@@", include_str!("scripts/check.lua"), 1))
+    })
+}
+
 /// The settle script (`scripts/settle.lua`), hashed once per isolate.
 pub fn settle_script() -> &'static Script {
     static SCRIPT: OnceLock<Script> = OnceLock::new();

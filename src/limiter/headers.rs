@@ -17,7 +17,7 @@
 //! else the enforced limit with the fewest units left (see [`Decision::binding`]). Shadow limits
 //! are never advertised as policies: they do not apply yet.
 
-use super::decision::{ConcurrencyState, Decision, LimitState};
+use super::decision::{ConcurrencyState, Decision};
 use crate::policy::LimitMode;
 
 /// Header naming the shadow limits that would have refused the request.
@@ -26,53 +26,75 @@ pub const SHADOW_DENIED_HEADER: &str = "X-RateLimit-Shadow-Denied";
 /// The `qu` quota unit of concurrency slots.
 const CONCURRENT: &str = "concurrent-requests";
 
+/// What the headers report: the binding limit, or the concurrency slots that refused.
+struct Bound<'a> {
+    id: &'a str,
+    limit: u32,
+    remaining: u32,
+    /// When whole again (allowed requests), Unix ms.
+    reset_ms: u64,
+    /// When one more unit is there, Unix ms; `None` while whole.
+    next_ms: Option<u64>,
+}
+
 /// The headers for a decision; empty when no limit applied.
 pub fn rate_limit_headers(decision: &Decision) -> Vec<(&'static str, String)> {
     let snapshot = decision.snapshot();
-    let mut headers = Vec::new();
+    let now = snapshot.now_ms;
     let slot = snapshot.concurrency.as_ref().filter(|c| c.mode == LimitMode::Enforce);
-    let binding = if decision.refused_by_concurrency() { None } else { decision.binding() };
-    match (binding, slot) {
-        (Some(b), _) => push_binding(&mut headers, b),
-        (None, Some(c)) => push_slot(&mut headers, c),
-        (None, None) => {}
-    }
-    let mut policy: Vec<String> = snapshot
-        .limits
-        .iter()
-        .filter(|l| l.mode == LimitMode::Enforce)
-        .map(|l| {
-            let unit = if l.unit.is_requests() { String::new() } else { format!(";qu={}", sf_string(l.unit.as_str())) };
-            format!("{};q={}{unit};w={}", sf_string(&l.id), l.limit, l.window_ms.div_ceil(1_000).max(1))
-        })
-        .collect();
-    if let Some(c) = slot {
-        policy.push(format!("{};q={};qu={}", sf_string(&c.id), c.limit, sf_string(CONCURRENT)));
-    }
-    if !policy.is_empty() {
+    let bound = match (decision.refused_by_concurrency(), decision.binding(), slot) {
+        (true, _, Some(c)) => Some(slot_bound(c)),
+        (_, Some(b), _) => {
+            // Never further than one window ahead.
+            let horizon = now.saturating_add(b.window_ms);
+            Some(Bound {
+                id: &b.id,
+                limit: b.limit,
+                remaining: b.remaining,
+                reset_ms: b.reset_ms.min(horizon),
+                next_ms: (b.remaining < b.limit).then(|| b.next_ms.min(horizon)),
+            })
+        }
+        (_, None, Some(c)) => Some(slot_bound(c)),
+        (_, None, None) => None,
+    };
+    let mut headers = Vec::new();
+    if let Some(b) = bound {
+        // One moment for all three forms: when refused, the moment the request may be retried
+        // (Retry-After, `t` and X-RateLimit-Reset agree); when allowed, when the binding limit
+        // is whole again.
+        let retry_s = decision.retry_after_ms().map(|ms| ms.div_ceil(1_000).max(1));
+        let reset_s = match retry_s {
+            Some(s) => now.div_ceil(1_000) + s,
+            None => b.reset_ms.div_ceil(1_000),
+        };
+        headers.push(("X-RateLimit-Limit", b.limit.to_string()));
+        headers.push(("X-RateLimit-Remaining", b.remaining.to_string()));
+        headers.push(("X-RateLimit-Reset", reset_s.to_string()));
+        let mut policy: Vec<String> = snapshot
+            .limits
+            .iter()
+            .filter(|l| l.mode == LimitMode::Enforce)
+            .map(|l| {
+                let unit =
+                    if l.unit.is_requests() { String::new() } else { format!(";qu={}", sf_string(l.unit.as_str())) };
+                format!("{};q={}{unit};w={}", sf_string(&l.id), l.limit, l.window_ms.div_ceil(1_000).max(1))
+            })
+            .collect();
+        if let Some(c) = slot {
+            policy.push(format!("{};q={};qu={}", sf_string(&c.id), c.limit, sf_string(CONCURRENT)));
+        }
         headers.push(("RateLimit-Policy", policy.join(", ")));
-    }
-    match (binding, slot) {
-        (Some(b), _) => {
-            let mut current = format!("{};r={}", sf_string(&b.id), b.remaining);
-            if b.remaining < b.limit {
-                let t = b.next_ms.saturating_sub(snapshot.now_ms).div_ceil(1_000);
-                current.push_str(&format!(";t={t}"));
-            }
-            headers.push(("RateLimit", current));
+        let mut current = format!("{};r={}", sf_string(b.id), b.remaining);
+        match (retry_s, b.next_ms) {
+            (Some(t), _) => current.push_str(&format!(";t={t}")),
+            (None, Some(next)) => current.push_str(&format!(";t={}", next.saturating_sub(now).div_ceil(1_000))),
+            (None, None) => {}
         }
-        (None, Some(c)) => {
-            let mut current = format!("{};r={}", sf_string(&c.id), c.remaining());
-            if c.remaining() == 0 {
-                let t = c.reset_ms.saturating_sub(snapshot.now_ms).div_ceil(1_000);
-                current.push_str(&format!(";t={t}"));
-            }
-            headers.push(("RateLimit", current));
+        headers.push(("RateLimit", current));
+        if let Some(s) = retry_s {
+            headers.push(("Retry-After", s.to_string()));
         }
-        (None, None) => {}
-    }
-    if let Some(ms) = decision.retry_after_ms() {
-        headers.push(("Retry-After", ms.div_ceil(1_000).max(1).to_string()));
     }
     if !snapshot.shadow_denied.is_empty() {
         let ids: Vec<String> = snapshot.shadow_denied.iter().map(|id| sf_string(id)).collect();
@@ -81,16 +103,14 @@ pub fn rate_limit_headers(decision: &Decision) -> Vec<(&'static str, String)> {
     headers
 }
 
-fn push_binding(headers: &mut Vec<(&'static str, String)>, binding: &LimitState) {
-    headers.push(("X-RateLimit-Limit", binding.limit.to_string()));
-    headers.push(("X-RateLimit-Remaining", binding.remaining.to_string()));
-    headers.push(("X-RateLimit-Reset", binding.reset_ms.div_ceil(1_000).to_string()));
-}
-
-fn push_slot(headers: &mut Vec<(&'static str, String)>, slot: &ConcurrencyState) {
-    headers.push(("X-RateLimit-Limit", slot.limit.to_string()));
-    headers.push(("X-RateLimit-Remaining", slot.remaining().to_string()));
-    headers.push(("X-RateLimit-Reset", slot.reset_ms.div_ceil(1_000).to_string()));
+fn slot_bound(c: &ConcurrencyState) -> Bound<'_> {
+    Bound {
+        id: &c.id,
+        limit: c.limit,
+        remaining: c.remaining(),
+        reset_ms: c.reset_ms,
+        next_ms: (c.remaining() == 0).then_some(c.reset_ms),
+    }
 }
 
 /// A Structured Field String (RFC 9651 §3.3.3): quoted, `"` and `\` escaped; characters it
@@ -115,7 +135,7 @@ fn sf_string(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limiter::decision::Snapshot;
+    use crate::limiter::decision::{LimitState, Snapshot};
     use crate::policy::{Algorithm, Unit};
 
     const NOW: u64 = 1_700_000_000_000;
@@ -167,8 +187,18 @@ mod tests {
         let d = Decision::Denied { snapshot: snap, violated: "bucket".into(), retry_after_ms: 1_001 };
         let h = rate_limit_headers(&d);
         assert_eq!(header(&h, "X-RateLimit-Remaining"), Some("2"));
-        assert_eq!(header(&h, "RateLimit"), Some(r#""bucket";r=2;t=1"#));
+        assert_eq!(header(&h, "RateLimit"), Some(r#""bucket";r=2;t=2"#), "t agrees with Retry-After");
         assert_eq!(header(&h, "Retry-After"), Some("2"));
+        assert_eq!(header(&h, "X-RateLimit-Reset"), Some(((NOW / 1_000) + 2).to_string().as_str()));
+    }
+
+    #[test]
+    fn the_reset_never_points_past_the_window() {
+        // A sliding window whole again only in 1.5 windows.
+        let d = Decision::Allowed(snapshot(vec![state("w", 100, 3_600_000, 0, NOW + 5_400_000, NOW + 5_400_000)]));
+        let h = rate_limit_headers(&d);
+        assert_eq!(header(&h, "X-RateLimit-Reset"), Some(((NOW + 3_600_000) / 1_000).to_string().as_str()));
+        assert_eq!(header(&h, "RateLimit"), Some(r#""w";r=0;t=3600"#));
     }
 
     #[test]
@@ -226,7 +256,8 @@ mod tests {
             header(&h, "RateLimit-Policy"),
             Some(r#""tier-basic";q=100;w=3600, "route-chat-concurrency";q=2;qu="concurrent-requests""#)
         );
-        assert_eq!(header(&h, "RateLimit"), Some(r#""route-chat-concurrency";r=0;t=101"#));
+        assert_eq!(header(&h, "RateLimit"), Some(r#""route-chat-concurrency";r=0;t=1"#), "t is the retry moment");
+        assert_eq!(header(&h, "X-RateLimit-Reset"), Some("1700000001"));
         assert_eq!(header(&h, "Retry-After"), Some("1"));
         assert_eq!(header(&h, SHADOW_DENIED_HEADER), None);
     }

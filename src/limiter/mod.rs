@@ -39,8 +39,8 @@ pub use block_cache::BlockCache;
 #[cfg(any(test, feature = "testing"))]
 pub use check::encode_reply;
 pub use check::{
-    check_script, parse_reply, parse_settle_reply, release_script, settle_script, Check, Mode, Release, Reservation,
-    ScriptCall, SettleReply, Settlement, Slot,
+    check_and_read_script, check_script, parse_reply, parse_settle_reply, release_script, settle_script, Check, Mode,
+    Release, Reservation, ScriptCall, SettleReply, Settlement, Slot,
 };
 pub use concurrency::Leases;
 pub use decision::{ConcurrencyState, Decision, LimitState, Snapshot, Warning};

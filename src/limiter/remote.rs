@@ -6,7 +6,7 @@ use thiserror::Error;
 use crate::keys::Keys;
 use crate::redis::{Client, Command, Entry, RedisError, Reply, Transport};
 
-use super::{check_script, parse_reply, Check, Decision, LimiterError, Mode, Override};
+use super::{check_and_read_script, check_script, parse_reply, Check, Decision, LimiterError, Mode, Override};
 
 /// Why a remote check could not be decided.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -63,6 +63,32 @@ impl<'a, T: Transport> RemoteLimiter<'a, T> {
             None => return Err(LimiterError::MalformedReply("empty pipeline reply").into()),
         };
         Ok(Checked { decision, ride_along: replies.next() })
+    }
+
+    /// Runs `check` and, when it allows, reads `read_keys` (`MGET`), in ONE script call: one
+    /// command and one round trip. The reply of the read rides along as with [`Self::check`];
+    /// it is `None` when the check did not allow.
+    pub async fn check_and_read(&self, check: &Check<'_>, read_keys: &[String; 2]) -> Result<Checked, RemoteError> {
+        let call = check.command(self.keys)?;
+        let mut keys = call.keys;
+        keys.extend(read_keys.iter().cloned());
+        let mut args = call.args;
+        args.push(crate::redis::Arg::from(2u32));
+        let reply = self.client.eval(check_and_read_script(), &keys, &args).await?;
+        let (decided, read) = match reply {
+            Reply::Array(mut parts) if parts.len() == 2 => {
+                let read = parts.pop().unwrap_or(Reply::Nil);
+                let decided = parts.pop().unwrap_or(Reply::Nil);
+                (decided, read)
+            }
+            _ => return Err(LimiterError::MalformedReply("check_and_read reply").into()),
+        };
+        let decision = parse_reply(&decided)?;
+        let ride_along = match read {
+            Reply::Nil => None,
+            other => Some(Ok(other)),
+        };
+        Ok(Checked { decision, ride_along })
     }
 
     /// Decides `check` without charging anything, with the subject's stored override.

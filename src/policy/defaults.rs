@@ -1,4 +1,4 @@
-//! The built-in policy of DESIGN.md, used for everything `TOLLGATE_POLICY` leaves out.
+//! The built-in policy (docs/design.md, "Default policy"), used for everything `TOLLGATE_POLICY` leaves out.
 //!
 //! Requests that match no route are still limited by the caller's tier; that needs no route here.
 
@@ -74,7 +74,7 @@ const BREAKER_COOLDOWN_MS: NonZeroU32 = nz32(5_000);
 const LOCK_TTL_MS: NonZeroU32 = nz32(5_000);
 const ORIGIN_TIMEOUT_MS: NonZeroU32 = nz32(5_000);
 
-/// The default policy: DESIGN.md's tiers, route limits, cache classes and cacheable routes.
+/// The default policy: the documented tiers, route limits, cache classes and cacheable routes.
 pub fn policy() -> Policy {
     Policy {
         namespace: NAMESPACE.to_owned(),

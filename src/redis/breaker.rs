@@ -1,7 +1,9 @@
 //! The circuit breaker in front of Redis: it opens on a failure RATE, never on load.
 //!
-//! Every call's outcome is kept for `window_ms`. The breaker opens when, within that window, at
-//! least `min_failures` calls failed and failures are at least `failure_rate` of all calls.
+//! The outcomes of the last [`WINDOW_CALLS`] calls within `window_ms` are kept. The breaker opens
+//! when, among them, at least `min_failures` calls failed and failures are at least
+//! `failure_rate` of them (so a run of failures after many successes opens it within a few calls,
+//! and old outcomes do not dilute new ones).
 //! Only real failures count (refused connections, error statuses, timeouts past the adaptive
 //! budget — [`RedisError::is_transient`]); a slow answer that arrives is a success, however slow.
 //! `open` → `half_open` once `cooldown_ms` have passed, admitting ONE probe; its success closes
@@ -16,8 +18,8 @@ use crate::policy::RedisSettings;
 
 use super::RedisError;
 
-/// Outcomes kept at most, whatever the window (a bound on memory under any load).
-const MAX_OUTCOMES: usize = 512;
+/// Calls whose outcomes decide the failure rate (the most recent ones within the window).
+pub const WINDOW_CALLS: usize = 20;
 
 /// The breaker's state, with a stable name for health, headers and stats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -172,7 +174,7 @@ impl Breaker {
 
     fn push(&mut self, now_ms: u64, failed: bool) {
         let horizon = now_ms.saturating_sub(self.config.window_ms);
-        while self.outcomes.front().is_some_and(|(t, _)| *t < horizon) || self.outcomes.len() >= MAX_OUTCOMES {
+        while self.outcomes.front().is_some_and(|(t, _)| *t < horizon) || self.outcomes.len() >= WINDOW_CALLS {
             self.outcomes.pop_front();
         }
         self.outcomes.push_back((now_ms, failed));
@@ -224,6 +226,18 @@ mod tests {
             b.record::<()>(&Ok(()), t);
         }
         assert_eq!(b.state(1_000), BreakerState::Closed);
+    }
+
+    #[test]
+    fn a_run_of_failures_after_many_successes_opens_it_within_a_few_calls() {
+        let mut b = breaker();
+        for t in 0..500 {
+            b.on_success(t);
+        }
+        for t in 500..510 {
+            b.on_failure(t);
+        }
+        assert_eq!(b.state(510), BreakerState::Open, "10 of the last 20 calls failed");
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! The REST protocol's answers (status + JSON, base64 strings) decoded into replies and errors.
 //!
-//! The rules are those of `upstash-rest-protocol.md` §4–§6 with `Upstash-Encoding: base64`, which
+//! The rules are those of `docs/upstash-rest-protocol.md` §4–§6 with `Upstash-Encoding: base64`, which
 //! the client always sends: a top-level string `"OK"` is [`Reply::Ok`]; every other string, at any
 //! depth, is standard padded base64 of the raw bytes; integers are exact; `null` is [`Reply::Nil`];
 //! `{"error": …}` is an error reply, never encoded.
@@ -67,7 +67,7 @@ pub fn decode_value(value: &Value, top_level: bool) -> Result<Reply, RedisError>
     }
 }
 
-/// Encodes a reply the way the server does with `Upstash-Encoding: base64` (protocol §6): the
+/// Encodes a reply the way the server does with `Upstash-Encoding: base64` (docs/upstash-rest-protocol.md §6): the
 /// inverse of [`decode_value`], for fake transports and tests. A nested [`Reply::Ok`] becomes
 /// base64 `"T0s="`, as a server encodes a nested status reply.
 pub fn encode_value(reply: &Reply, top_level: bool) -> Value {
@@ -154,7 +154,7 @@ mod tests {
         Reply::Bulk(s.as_bytes().to_vec())
     }
 
-    // Protocol §14, one example per line, in their base64 form.
+    // docs/upstash-rest-protocol.md §15, one example per line, in their base64 form.
 
     #[test]
     fn set_answers_the_status_reply_ok() {

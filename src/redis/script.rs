@@ -1,5 +1,7 @@
 //! A Lua script as a value: its source and SHA-1, run EVALSHA-first by [`super::Client`].
 
+use std::borrow::Cow;
+
 use sha1::{Digest, Sha1};
 
 use super::{Arg, Command};
@@ -7,20 +9,22 @@ use super::{Arg, Command};
 /// A Lua script with its SHA-1 (lowercase hex of the UTF-8 source, as Redis computes it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Script {
-    source: &'static str,
+    source: Cow<'static, str>,
     sha1: String,
 }
 
 impl Script {
-    /// Wraps a script source (usually `include_str!` of a `.lua` file).
-    pub fn new(source: &'static str) -> Self {
+    /// Wraps a script source (usually `include_str!` of a `.lua` file, or a source built from
+    /// such files once per isolate).
+    pub fn new(source: impl Into<Cow<'static, str>>) -> Self {
+        let source = source.into();
         let sha1 = hex::encode(Sha1::digest(source.as_bytes()));
         Self { source, sha1 }
     }
 
     /// The Lua source.
-    pub fn source(&self) -> &'static str {
-        self.source
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// Lowercase hex SHA-1 of the source.
@@ -35,7 +39,7 @@ impl Script {
 
     /// `EVAL source numkeys keys… args…`, the fallback after `NOSCRIPT`.
     pub fn eval(&self, keys: &[String], args: &[Arg]) -> Command {
-        Command::new("EVAL").arg(self.source).arg(keys.len()).args(keys.iter()).args(args.iter().cloned())
+        Command::new("EVAL").arg(self.source.as_ref()).arg(keys.len()).args(keys.iter()).args(args.iter().cloned())
     }
 }
 

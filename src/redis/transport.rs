@@ -9,9 +9,9 @@ use reqwest::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
 use super::budget::{BudgetConfig, RttBudget};
 use super::RedisError;
 
-/// The request header that asks for base64 strings in replies (protocol §6).
+/// The request header that asks for base64 strings in replies (docs/upstash-rest-protocol.md §6).
 pub(super) const ENCODING_HEADER: &str = "Upstash-Encoding";
-/// The read-your-writes token, sent back as last seen (protocol §8).
+/// The read-your-writes token, sent back as last seen (docs/upstash-rest-protocol.md §8).
 pub(super) const SYNC_TOKEN_HEADER: &str = "Upstash-Sync-Token";
 /// The longest timeout: reqwest on wasm32 hands it to `setTimeout` as an `i32` and panics above.
 pub(super) const MAX_TIMEOUT_MS: u32 = i32::MAX as u32;

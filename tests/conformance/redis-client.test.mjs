@@ -169,7 +169,7 @@ describe("unicode and binary", () => {
     assert.equal(put.status, 200);
     const raw = await stack.rest("/get/b:raw", { method: "GET", headers: { "Upstash-Encoding": "base64" } });
     assert.deepEqual(Buffer.from(JSON.parse(raw.text).result, "base64"), Buffer.from([0xff, 0xfe, 0x00, 0x41]));
-    // Documented limitation of the JS client (protocol §6): it UTF-8-decodes after base64.
+    // Documented limitation of the JS client (docs/upstash-rest-protocol.md §6): it UTF-8-decodes after base64.
     assert.equal(await redis.get("b:raw"), "\ufffd\ufffd\u0000A");
   });
 });

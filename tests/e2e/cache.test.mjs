@@ -116,7 +116,7 @@ describe("round trips", () => {
     assert.equal(await gatedRequests(), 1);
     const s = await stack.redisRest.stats();
     assert.equal(s.commands.by_name.evalsha, 1);
-    assert.equal(s.commands.by_name.mget, 1);
+    assert.equal(s.commands.by_name.mget ?? 0, 0, "the cache read runs inside the check script: one command");
 
     await stack.redisRest.resetStats();
     const fromIsolate = await get("/api/config/roundtrip");

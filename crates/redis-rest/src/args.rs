@@ -1,4 +1,4 @@
-//! Request bodies and paths → commands (protocol §1, §3). JSON numbers reach Redis as their
+//! Request bodies and paths → commands (`docs/upstash-rest-protocol.md` §1, §3). JSON numbers reach Redis as their
 //! literal text (`1e21`, `0.30000000000000004` and 20-digit integers survive), so this is a small
 //! purpose-built JSON reader instead of a round trip through `f64`; unescaped strings are
 //! sliced out of the body without copying.
@@ -30,6 +30,8 @@ pub enum ArgsError {
     BadArgument(&'static str),
     #[error("ERR max request size exceeded")]
     TooLarge,
+    #[error("ERR request body not received within {0} s")]
+    BodyTimeout(u64),
 }
 
 /// Parses `POST /` bodies: `["CMD", arg, …]`.

@@ -45,6 +45,25 @@ pub struct Config {
     #[arg(long, env = "REDIS_REST_COMMAND_TIMEOUT_MS", default_value = "10000")]
     pub command_timeout_ms: NonZeroU64,
 
+    /// Most HTTP connections open at once; past it new connections wait in the listen backlog.
+    #[arg(long, env = "REDIS_REST_MAX_CONNECTIONS", default_value = "512")]
+    pub max_connections: NonZeroUsize,
+
+    /// Time a client gets to send a request's headers, in milliseconds, counted from when the
+    /// connection opens or the previous response ends: silent, slow and idle keep-alive
+    /// connections are closed after it.
+    #[arg(long, env = "REDIS_REST_HEADER_TIMEOUT_MS", default_value = "10000")]
+    pub header_timeout_ms: NonZeroU64,
+
+    /// Most `/subscribe` and `/psubscribe` streams open at once (each holds its own Redis
+    /// connection).
+    #[arg(long, env = "REDIS_REST_MAX_SUBSCRIPTIONS", default_value = "64")]
+    pub max_subscriptions: NonZeroUsize,
+
+    /// Interval between keep-alive comments on an open event stream, in milliseconds.
+    #[arg(long, env = "REDIS_REST_SSE_KEEPALIVE_MS", default_value = "15000")]
+    pub sse_keepalive_ms: NonZeroU64,
+
     /// Log one line per request to stderr.
     #[arg(long, env = "REDIS_REST_VERBOSE")]
     pub verbose: bool,
@@ -57,6 +76,14 @@ impl Config {
 
     pub fn command_timeout(&self) -> Duration {
         Duration::from_millis(self.command_timeout_ms.get())
+    }
+
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_millis(self.header_timeout_ms.get())
+    }
+
+    pub fn sse_keepalive(&self) -> Duration {
+        Duration::from_millis(self.sse_keepalive_ms.get())
     }
 }
 
@@ -151,6 +178,11 @@ impl RedisTarget {
         } else {
             format!("{}:{}", self.host, self.port)
         }
+    }
+
+    /// The same server and database, logged in as another ACL user.
+    pub fn as_user(&self, username: &str, password: &str) -> Self {
+        Self { username: Some(username.to_owned()), password: Some(password.to_owned()), ..self.clone() }
     }
 
     /// AUTH and SELECT to send on every new connection, per the URL.

@@ -1,4 +1,4 @@
-//! RESP2 replies → Upstash JSON (protocol §4, §6). With `Upstash-Encoding: base64` every string at
+//! RESP2 replies → Upstash JSON (`docs/upstash-rest-protocol.md` §4, §6). With `Upstash-Encoding: base64` every string at
 //! every depth is base64 except a top-level simple-string `OK`; integers, nulls and errors never
 //! are. Without it, strings are UTF-8 with invalid bytes replaced by U+FFFD.
 

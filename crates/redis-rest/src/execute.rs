@@ -1,7 +1,8 @@
 //! Runs client commands against Redis: refuse (deny list), rewrite (SCAN WITHTYPE, script
 //! normalization), execute on a pooled connection, fix up replies and count. The three shapes
 //! are one command, a pipeline (one write, replies in order) and a transaction
-//! (MULTI … EXEC on one connection).
+//! (MULTI … EXEC on one connection). `FCALL_RO` outside transactions runs through
+//! [`ReadOnlyCalls`].
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use crate::command::Command;
 use crate::deny::{self, Denied};
 use crate::error::BackendError;
 use crate::pool::Pool;
+use crate::readonly::ReadOnlyCalls;
 use crate::resp::Reply;
 use crate::scan_withtype;
 use crate::scripts::{Fixup, ScriptAliases};
@@ -52,13 +54,14 @@ struct Prepared {
 #[derive(Debug)]
 pub struct Gateway {
     pool: Pool,
+    readonly: ReadOnlyCalls,
     scripts: ScriptAliases,
     stats: Stats,
 }
 
 impl Gateway {
-    pub fn new(pool: Pool) -> Self {
-        Self { pool, scripts: ScriptAliases::new(), stats: Stats::new() }
+    pub fn new(pool: Pool, readonly: ReadOnlyCalls) -> Self {
+        Self { pool, readonly, scripts: ScriptAliases::new(), stats: Stats::new() }
     }
 
     pub fn stats(&self) -> &Stats {
@@ -76,10 +79,39 @@ impl Gateway {
     /// `POST /` and the path form.
     pub async fn single(&self, cmd: Command) -> Result<Reply, SingleError> {
         let prepared = self.prepare(cmd)?;
-        let mut replies = self.pool.run(std::slice::from_ref(&prepared.wire)).await?;
+        let reply = self.run_one(&prepared.wire).await?;
         self.stats.count_commands([prepared.stat_name]);
-        let reply = replies.pop().ok_or(BackendError::Closed)?;
         Ok(prepared.fixup.apply(reply))
+    }
+
+    /// One command on a pooled connection, or read-only for `FCALL_RO`.
+    async fn run_one(&self, wire: &Command) -> Result<Reply, BackendError> {
+        if ReadOnlyCalls::applies_to(wire) {
+            if let Some(reply) = self.readonly.call(&self.pool, wire).await? {
+                return Ok(reply);
+            }
+        }
+        let mut replies = self.pool.run(std::slice::from_ref(wire)).await?;
+        replies.pop().ok_or(BackendError::Closed)
+    }
+
+    /// Runs `wire` in order: runs of ordinary commands go out in one write each, an `FCALL_RO`
+    /// between them runs on its own once the commands before it have answered.
+    async fn run_in_order(&self, wire: &[Command]) -> Result<Vec<Reply>, BackendError> {
+        if !wire.iter().any(ReadOnlyCalls::applies_to) {
+            return self.pool.run(wire).await;
+        }
+        let mut replies = Vec::with_capacity(wire.len());
+        let mut start = 0;
+        for (i, cmd) in wire.iter().enumerate() {
+            if ReadOnlyCalls::applies_to(cmd) {
+                replies.extend(self.pool.run(&wire[start..i]).await?);
+                replies.push(self.run_one(cmd).await?);
+                start = i + 1;
+            }
+        }
+        replies.extend(self.pool.run(&wire[start..]).await?);
+        Ok(replies)
     }
 
     /// `POST /pipeline`: refused entries answer an error in place; the rest go out in one write.
@@ -100,7 +132,7 @@ impl Gateway {
         let mut replies = if wire.is_empty() {
             Vec::new()
         } else {
-            let replies = self.pool.run(&wire).await?;
+            let replies = self.run_in_order(&wire).await?;
             self.stats.count_commands(names);
             replies
         }
@@ -115,7 +147,8 @@ impl Gateway {
     }
 
     /// `POST /multi-exec`: MULTI, the commands, EXEC on one connection. Any refused command
-    /// discards the whole transaction before anything is sent.
+    /// discards the whole transaction before anything is sent. `FCALL_RO` keeps Redis's own
+    /// rules here.
     pub async fn multi_exec(&self, cmds: Vec<Command>) -> Result<Vec<Reply>, TxError> {
         let n = cmds.len();
         let mut wire = Vec::with_capacity(n + 2);

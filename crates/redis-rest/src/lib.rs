@@ -1,6 +1,6 @@
 //! `redis-rest`: a local Upstash-compatible Redis REST server in front of a real redis-server,
 //! so Tollgate (and the official JS clients) can be tested against the protocol they meet in
-//! production. See `shared/upstash-rest-protocol.md` for the contract.
+//! production. The protocol as implemented is described in `docs/upstash-rest-protocol.md`.
 #![forbid(unsafe_code)]
 #![cfg(not(target_arch = "wasm32"))]
 
@@ -15,12 +15,14 @@ pub mod execute;
 pub mod http;
 pub mod percent;
 pub mod pool;
+pub mod readonly;
 pub mod resp;
 pub mod response;
 pub mod scan_withtype;
 pub mod scripts;
 pub mod server;
 pub mod stats;
+pub mod subscribe;
 
 pub use command::Command;
 pub use config::{Config, RedisTarget, Token};

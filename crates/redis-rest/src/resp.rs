@@ -1,5 +1,6 @@
 //! RESP2 wire codec: commands out, replies in. Simple strings stay distinct from bulk strings
-//! all the way to the JSON encoder, because only a top-level `+OK` escapes base64 (protocol §6).
+//! all the way to the JSON encoder, because only a top-level `+OK` escapes base64
+//! (`docs/upstash-rest-protocol.md` §6).
 
 use bytes::{Buf, Bytes, BytesMut};
 

@@ -1,16 +1,66 @@
 //! Every HTTP answer in one place: status, JSON (or RESP2) body, `Content-Type` and a fresh
-//! `Upstash-Sync-Token` on every response, errors included (protocol §5, §8).
+//! `Upstash-Sync-Token` on every response, errors included (`docs/upstash-rest-protocol.md` §5, §8).
 
 use std::collections::hash_map::RandomState;
+use std::convert::Infallible;
 use std::hash::{BuildHasher, Hasher};
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use http::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use http::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use http::{Response, StatusCode};
 use http_body_util::Full;
+use hyper::body::{Body as HttpBody, Frame, SizeHint};
 
 use crate::encode::write_error;
+use crate::subscribe::EventBody;
+
+/// A response body: a whole answer, or a subscription's event stream.
+#[derive(Debug)]
+pub enum Body {
+    Full(Full<Bytes>),
+    Events(EventBody),
+}
+
+impl HttpBody for Body {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            Body::Full(b) => Pin::new(b).poll_frame(cx),
+            Body::Events(b) => Pin::new(b).poll_frame(cx),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Body::Full(b) => b.is_end_stream(),
+            Body::Events(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match self {
+            Body::Full(b) => b.size_hint(),
+            Body::Events(b) => b.size_hint(),
+        }
+    }
+}
+
+/// The `200 text/event-stream` response of an open subscription.
+pub fn event_stream(body: EventBody, sync_token: &SyncTokens) -> Response<Body> {
+    let mut resp = Response::new(Body::Events(body));
+    let headers = resp.headers_mut();
+    headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    if let Ok(v) = HeaderValue::from_str(&sync_token.fresh()) {
+        headers.insert("upstash-sync-token", v);
+    }
+    resp
+}
 
 pub const UNAUTHORIZED: &str = "WRONGPASS invalid or missing auth token";
 
@@ -55,8 +105,8 @@ impl Answer {
         Self::error(StatusCode::NOT_FOUND, "ERR not found")
     }
 
-    pub fn into_response(self, sync_token: &SyncTokens) -> Response<Full<Bytes>> {
-        let mut resp = Response::new(Full::new(self.body));
+    pub fn into_response(self, sync_token: &SyncTokens) -> Response<Body> {
+        let mut resp = Response::new(Body::Full(Full::new(self.body)));
         *resp.status_mut() = self.status;
         let headers = resp.headers_mut();
         headers.insert(CONTENT_TYPE, HeaderValue::from_static(self.content_type));

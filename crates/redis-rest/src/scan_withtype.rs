@@ -1,4 +1,4 @@
-//! Upstash's `SCAN cursor [MATCH p] [COUNT n] [TYPE t] WITHTYPE` extension (protocol §11),
+//! Upstash's `SCAN cursor [MATCH p] [COUNT n] [TYPE t] WITHTYPE` extension (`docs/upstash-rest-protocol.md` §12),
 //! which `@upstash/redis` sends for `scan(c, {withType: true})`. Stock Redis has no WITHTYPE, so
 //! it runs as one Lua script: SCAN, then TYPE for each key, answering
 //! `[cursor, [key1, type1, key2, type2, …]]`.

@@ -1,4 +1,4 @@
-//! Lua shebang normalization and SHA aliasing (protocol §9). `@upstash/ratelimit` starts every
+//! Lua shebang normalization and SHA aliasing (`docs/upstash-rest-protocol.md` §9). `@upstash/ratelimit` starts every
 //! script with `#!lua flags=allow-key-locking`, which stock Redis rejects; we strip flags Redis
 //! does not know and map the client's SHA of the original text to the SHA Redis caches, so a
 //! steady-state `limit()` stays one EVALSHA round trip.

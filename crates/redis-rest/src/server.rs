@@ -1,5 +1,12 @@
-//! The listener: accept loop, one hyper HTTP/1.1 connection task each, and graceful shutdown
-//! (stop accepting, let in-flight requests finish, close idle keep-alive connections).
+//! The listener: a bounded number of client connections (past the bound, new ones wait in
+//! the listen backlog until a slot frees), each one hyper HTTP/1.1 connection task, and
+//! graceful shutdown (stop accepting, end event streams, let in-flight requests finish,
+//! close idle keep-alive connections).
+//!
+//! hyper's header-read timeout runs whenever a connection waits for a request head: from
+//! when it opens, and again after each response. So a connection that sends nothing, sends
+//! its headers slowly, or sits idle between requests gives its slot back after
+//! `--header-timeout-ms`; an open event stream is not waiting for a head and stays.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -7,12 +14,13 @@ use std::time::Duration;
 
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::TokioIo;
-use hyper_util::server::graceful::GracefulShutdown;
-use tokio::net::TcpListener;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, OwnedSemaphorePermit};
+use tokio::task::JoinSet;
 
 use crate::config::Config;
-use crate::http::{handle, App};
+use crate::http::{handle, App, Connections};
 
 /// How long in-flight requests get after a shutdown signal.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -21,42 +29,67 @@ const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> std::io::Result<()> {
     let listener = TcpListener::bind(config.listen).await?;
     let local = listener.local_addr()?;
-    eprintln!("redis-rest listening on http://{local} (redis {}, pool {})", config.redis, config.pool_size);
-    let app = Arc::new(App::new(&config));
-    let graceful = GracefulShutdown::new();
-    let builder = http1::Builder::new();
+    eprintln!(
+        "redis-rest listening on http://{local} (redis {}, pool {}, max connections {})",
+        config.redis, config.pool_size, config.max_connections
+    );
+    let (stop, stopped) = watch::channel(false);
+    let connections = Connections::new(config.max_connections.get());
+    let app = Arc::new(App::new(&config, connections.clone(), stopped.clone()));
+    let mut builder = http1::Builder::new();
+    builder.timer(TokioTimer::new()).header_read_timeout(config.header_timeout());
+    let mut tasks = JoinSet::new();
     tokio::pin!(shutdown);
     loop {
-        tokio::select! {
-            accepted = listener.accept() => {
-                let stream = match accepted {
-                    Ok((stream, _)) => stream,
-                    Err(e) => {
-                        // E.g. out of file descriptors: back off instead of spinning.
-                        eprintln!("redis-rest: accept failed: {e}");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                        continue;
-                    }
-                };
-                let _ = stream.set_nodelay(true);
-                let app = Arc::clone(&app);
-                let service = service_fn(move |req| handle(Arc::clone(&app), req));
-                let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
-                tokio::spawn(async move {
-                    let _ = conn.await;
-                });
-            }
+        let slot = tokio::select! {
+            slot = Arc::clone(&connections.slots).acquire_owned() => match slot {
+                Ok(slot) => slot,
+                Err(_) => break,
+            },
             () = &mut shutdown => break,
-        }
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    // E.g. out of file descriptors: back off instead of spinning.
+                    eprintln!("redis-rest: accept failed: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        // Reap finished connection tasks so the set stays small.
+        while tasks.try_join_next().is_some() {}
+        tasks.spawn(connection(stream, slot, Arc::clone(&app), builder.clone(), stopped.clone()));
     }
     drop(listener);
-    tokio::select! {
-        () = graceful.shutdown() => {}
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => {
-            eprintln!("redis-rest: some connections did not finish within {SHUTDOWN_GRACE:?}");
-        }
+    let _ = stop.send(true);
+    let drain = async { while tasks.join_next().await.is_some() {} };
+    if tokio::time::timeout(SHUTDOWN_GRACE, drain).await.is_err() {
+        eprintln!("redis-rest: some connections did not finish within {SHUTDOWN_GRACE:?}");
     }
     Ok(())
+}
+
+/// Serves one client connection; its slot is held until it ends.
+async fn connection(
+    stream: TcpStream,
+    _slot: OwnedSemaphorePermit,
+    app: Arc<App>,
+    builder: http1::Builder,
+    mut stopped: watch::Receiver<bool>,
+) {
+    let _ = stream.set_nodelay(true);
+    let service = service_fn(move |req| handle(Arc::clone(&app), req));
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
+    tokio::pin!(conn);
+    tokio::select! {
+        _ = conn.as_mut() => return,
+        _ = stopped.changed() => conn.as_mut().graceful_shutdown(),
+    }
+    let _ = conn.await;
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -1,4 +1,5 @@
-//! The worked examples of protocol §14, verbatim: request as curl sends it, answer as documented.
+//! The worked examples of `docs/upstash-rest-protocol.md` §15: request as curl sends it, answer
+//! as documented.
 #![cfg(not(target_arch = "wasm32"))]
 
 mod support;

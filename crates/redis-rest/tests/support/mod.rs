@@ -315,6 +315,13 @@ impl Stack {
         a.json()
     }
 
+    /// `GET /_rest/levels`: open connections and subscriptions.
+    pub async fn levels(&self) -> Value {
+        let a = self.get("/_rest/levels").await;
+        assert_eq!(a.status, 200, "{}", a.text());
+        a.json()
+    }
+
     pub async fn reset_stats(&self) {
         let a = self.post("/_rest/stats/reset", "").await;
         assert_eq!(a.status, 200, "{}", a.text());
@@ -328,4 +335,57 @@ pub fn bearer() -> String {
 /// Path of the built binary, for tests that start it by hand.
 pub fn rest_binary() -> &'static Path {
     Path::new(env!("CARGO_BIN_EXE_redis-rest"))
+}
+
+/// Sends one command straight to Redis (not through redis-rest) and returns the raw RESP
+/// reply text: for checking what redis-rest did or did not do to the server.
+pub fn redis_raw(port: u16, parts: &[&str]) -> String {
+    let mut sock = TcpStream::connect(("127.0.0.1", port)).expect("connect to redis");
+    sock.set_read_timeout(Some(Duration::from_secs(5))).expect("read timeout");
+    let mut wire = format!("*{}\r\n", parts.len());
+    for p in parts {
+        wire.push_str(&format!("${}\r\n{}\r\n", p.len(), p));
+    }
+    sock.write_all(wire.as_bytes()).expect("write to redis");
+    let mut out = Vec::new();
+    let mut buf = [0u8; 64 * 1024];
+    // Replies here are small; read until a pause after the first bytes.
+    loop {
+        match sock.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => {
+                out.extend_from_slice(&buf[..n]);
+                sock.set_read_timeout(Some(Duration::from_millis(100))).expect("read timeout");
+            }
+            Err(_) => break,
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Client connections Redis has open now (`CLIENT LIST`, minus the one asking).
+pub fn redis_clients(port: u16) -> usize {
+    redis_raw(port, &["CLIENT", "LIST"]).lines().filter(|l| l.contains("addr=")).count().saturating_sub(1)
+}
+
+/// Polls `probe` every 25 ms until it is true or `within` passes; returns the last answer.
+pub async fn eventually(within: Duration, mut probe: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if probe() {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+/// Redis clients in subscribe mode now (`sub=` or `psub=` above zero in `CLIENT LIST`).
+pub fn redis_subscribers(port: u16) -> usize {
+    redis_raw(port, &["CLIENT", "LIST"])
+        .lines()
+        .filter(|l| l.split(' ').any(|f| (f.starts_with("sub=") || f.starts_with("psub=")) && !f.ends_with("=0")))
+        .count()
 }
