@@ -251,11 +251,12 @@ async fn stream_proxy(
     Ok((out, after))
 }
 
-/// How often a metered stream waiting on its origin checks that its caller is still there, ms.
-const CALLER_CHECK_MS: u32 = 250;
-
 /// Copies the origin's body to the caller chunk by chunk, feeding the usage meter; at the end of
-/// the body, or as soon as the caller is gone (a write fails), pays the request's aftercare.
+/// the body, or as soon as the caller is gone, pays the request's aftercare.
+///
+/// The caller being gone shows as a failed write, or as the origin's body erroring while a write
+/// waits. Under Miniflare neither arrives (the runtime cancels the origin's connection but settles
+/// none of the request's pending promises): there the lease frees at its deadline.
 async fn metered_pump(
     body: web_sys::ReadableStream,
     writer: web_sys::WritableStreamDefaultWriter,
@@ -264,21 +265,11 @@ async fn metered_pump(
 ) {
     use wasm_bindgen_futures::JsFuture;
     let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
-    // Once the caller is gone the runtime may cancel the origin's body without settling a
-    // pending read: the read races a short tick that checks whether the caller's side errored.
-    let caller_gone = || writer.desired_size().map_or(true, |size| size.is_none());
-    let mut read = JsFuture::from(reader.read());
+    let mut origin_closed = JsFuture::from(reader.closed());
+    let mut origin_settled = false;
     let mut complete = false;
     loop {
-        let step = match select(&mut read, Box::pin(Timer::after(CALLER_CHECK_MS))).await {
-            Either::Left((Ok(step), _)) => step,
-            Either::Left((Err(_), _)) => break,
-            Either::Right(_) if caller_gone() => {
-                let _ = reader.cancel();
-                break;
-            }
-            Either::Right(_) => continue,
-        };
+        let Ok(step) = JsFuture::from(reader.read()).await else { break };
         let done = js_sys::Reflect::get(&step, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true);
         if done {
             complete = true;
@@ -288,12 +279,25 @@ async fn metered_pump(
         if let Some(m) = meter.as_mut().filter(|m| m.reads_body()) {
             m.feed(&js_sys::Uint8Array::new(&chunk).to_vec());
         }
-        if JsFuture::from(writer.write_with_chunk(&chunk)).await.is_err() {
+        let mut write = JsFuture::from(writer.write_with_chunk(&chunk));
+        let written = if origin_settled {
+            write.await.is_ok()
+        } else {
+            match select(&mut write, &mut origin_closed).await {
+                Either::Left((result, _)) => result.is_ok(),
+                // The origin's body errored while the caller was not reading: the caller left.
+                Either::Right((Err(_), _)) => false,
+                Either::Right((Ok(_), _)) => {
+                    origin_settled = true;
+                    write.await.is_ok()
+                }
+            }
+        };
+        if !written {
             // The caller went away: stop reading the origin (not waited for).
             let _ = reader.cancel();
             break;
         }
-        read = JsFuture::from(reader.read());
     }
     // Not waited for: closing a stream whose reader is gone may never settle.
     let _ = if complete { writer.close() } else { writer.abort() };
