@@ -4,7 +4,9 @@
 //! (`POST /rag/context`), OpenAI-compatible chat completions with deterministic usage, streamed
 //! or not (`POST /v1/chat/completions`, see [`chat`]), and echoes everything else; it counts the requests that reach it and
 //! delays or fails them on demand, globally (`/_origin/settings`, start flags) or per request
-//! (`X-Origin-Delay-Ms`, `X-Origin-Fail`), so tests can see what the gate let through.
+//! (`X-Origin-Delay-Ms`, `X-Origin-Fail`), so tests can see what the gate let through. It also
+//! stands in for an auth provider: a key set and test tokens signed with ES256, RS256 and EdDSA
+//! ([`tokens`]).
 #![forbid(unsafe_code)]
 
 pub mod behaviour;
@@ -19,6 +21,7 @@ pub mod problem;
 pub mod rag;
 pub mod route;
 pub mod server;
+pub mod tokens;
 
 pub use behaviour::{Behaviour, FailMode};
 pub use origin::Origin;

@@ -29,6 +29,12 @@ pub enum Control {
     Settings,
     /// `/_origin/chat`: the chat completions' counters.
     Chat,
+    /// `POST /_origin/tokens`: mint a test token.
+    Tokens,
+    /// `GET|POST /_origin/jwks`: how the key set is served.
+    Jwks,
+    /// `POST /_origin/jwks/rotate`: publish a new signing key.
+    Rotate,
 }
 
 /// What one config request does.
@@ -54,7 +60,12 @@ pub enum Route {
     /// `POST /v1/chat/completions`; counted in `/_origin/chat`, not in the hits.
     Chat,
     Echo,
+    /// `GET /.well-known/jwks.json`: the key set (not counted; its fetches are counted apart).
+    KeySet,
 }
+
+/// Where the key set is served.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 /// Path prefix reserved for control endpoints.
 pub const CONTROL_PREFIX: &str = "/_origin/";
@@ -70,6 +81,9 @@ impl Route {
                 "reset" => Self::Control(Control::Reset),
                 "settings" => Self::Control(Control::Settings),
                 "chat" => Self::Control(Control::Chat),
+                "tokens" => Self::Control(Control::Tokens),
+                "jwks" => Self::Control(Control::Jwks),
+                "jwks/rotate" => Self::Control(Control::Rotate),
                 _ => Self::UnknownControl,
             };
         }
@@ -85,6 +99,9 @@ impl Route {
                 return Self::Config { name: name.to_owned(), op };
             }
         }
+        if path == JWKS_PATH && (method == Method::GET || method == Method::HEAD) {
+            return Self::KeySet;
+        }
         if path == "/rag/context" && method == Method::POST {
             return Self::Rag;
         }
@@ -97,7 +114,7 @@ impl Route {
     /// The counted route this is, or `None` for control paths.
     pub fn kind(&self) -> Option<RouteKind> {
         match self {
-            Self::Control(_) | Self::UnknownControl | Self::Chat => None,
+            Self::Control(_) | Self::UnknownControl | Self::Chat | Self::KeySet => None,
             Self::Config { .. } => Some(RouteKind::Config),
             Self::Rag => Some(RouteKind::Rag),
             Self::Echo => Some(RouteKind::Echo),
@@ -136,5 +153,9 @@ mod tests {
         assert_eq!(Route::of(&Method::GET, "/_origin/hits"), Route::Control(Control::Hits));
         assert_eq!(Route::of(&Method::GET, "/_origin/nope").kind(), None);
         assert_eq!(Route::of(&Method::GET, "/_origin").kind(), Some(RouteKind::Echo));
+        assert_eq!(Route::of(&Method::POST, "/_origin/jwks/rotate"), Route::Control(Control::Rotate));
+        assert_eq!(Route::of(&Method::GET, JWKS_PATH), Route::KeySet);
+        assert_eq!(Route::of(&Method::GET, JWKS_PATH).kind(), None);
+        assert_eq!(Route::of(&Method::POST, JWKS_PATH), Route::Echo);
     }
 }
