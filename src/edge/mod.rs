@@ -4,6 +4,7 @@
 
 pub mod admin;
 mod aftercare;
+pub mod body;
 mod caller;
 pub mod config;
 pub mod cors;
@@ -15,6 +16,7 @@ pub mod proxy;
 pub mod respond;
 pub mod router;
 pub mod services;
+pub mod signature;
 pub mod stats;
 #[cfg(test)]
 mod tests;

@@ -11,6 +11,7 @@ use worker::{event, Context, Env, ScheduleContext, ScheduledEvent};
 use crate::cache::{Origin, OriginError, OriginRequest, OriginResponse};
 use crate::clock::{Clock, Sleeper, SystemClock, SystemRandom, Timer};
 use crate::edge::aftercare::Aftercare;
+use crate::edge::body::{check_declared, BodyRefusal, CappedBody};
 use crate::edge::config::Config;
 use crate::edge::http::{split_url, EdgeRequest, EdgeResponse};
 use crate::edge::problem::{Problem, ProblemKind};
@@ -20,7 +21,7 @@ use crate::limiter::UsageMeter;
 use crate::redis::{BudgetConfig, FetchTransport};
 
 /// The variables the Worker reads; their values together key the isolate's gate.
-const VARS: [&str; 9] = [
+const VARS: [&str; 10] = [
     "UPSTASH_REDIS_REST_URL",
     "UPSTASH_REDIS_REST_TOKEN",
     "REDIS_ENABLED",
@@ -30,6 +31,7 @@ const VARS: [&str; 9] = [
     "TOLLGATE_JWKS_URL",
     "TOLLGATE_HASH_SECRET",
     "TOLLGATE_POLICY",
+    "TOLLGATE_ORIGIN_SECRET",
 ];
 
 /// The Workers runtime: Redis and the origin over `fetch`, JS timers.
@@ -116,12 +118,25 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
         Err(message) => return to_response(Problem::new(ProblemKind::InvalidConfig, message).to_response()),
     };
     let method = req.method();
-    let (path, query) = split_url(&req.url());
-    let body = if gate.needs_body(&method, &path) { read_body(&req).await } else { Vec::new() };
+    let (raw_path, query) = split_url(&req.url());
+    // The entrance's rules, applied before a byte of the body is read: the normalized path is
+    // the one the body rule, the routes and the origin see.
+    let path = match Edge::<WorkerPlatform>::normalize_path(&raw_path) {
+        Ok(p) => p,
+        Err(resp) => return to_response(resp),
+    };
     let mut headers = header_list(&req.headers());
     for (name, _) in &mut headers {
         name.make_ascii_lowercase();
     }
+    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    let body = match gate.body_cap(&method, &path, header("authorization")) {
+        None => Vec::new(),
+        Some(cap) => match read_capped(&req, header("content-length"), cap).await {
+            Ok(bytes) => bytes,
+            Err(refusal) => return to_response(refusal.error().problem().to_response()),
+        },
+    };
     let edge_req = EdgeRequest { method, path, query, headers, body };
 
     let handled = gate.handle(edge_req).await;
@@ -131,7 +146,7 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
     match handled.outcome {
         Outcome::Respond(resp) => to_response(resp),
         Outcome::Proxy(plan) => {
-            let (resp, after) = stream_proxy(&req, plan).await?;
+            let (resp, after) = stream_proxy(&req, *plan).await?;
             if let Some(task) = after {
                 ctx.wait_until(task);
             }
@@ -147,13 +162,31 @@ async fn scheduled(_event: ScheduledEvent, env: Env, ctx: ScheduleContext) {
     }
 }
 
-/// The whole request body (empty when there is none or it cannot be read).
-async fn read_body(req: &web_sys::Request) -> Vec<u8> {
-    let Ok(promise) = req.array_buffer() else { return Vec::new() };
-    match wasm_bindgen_futures::JsFuture::from(promise).await {
-        Ok(buffer) => js_sys::Uint8Array::new(&buffer).to_vec(),
-        Err(_) => Vec::new(),
+/// The request body, at most `cap` bytes: a declared `Content-Length` over the cap is refused
+/// before reading, and the stream is read chunk by chunk and abandoned as soon as it passes the
+/// cap (a chunked body, or one longer than it said). Empty when there is none or it cannot be
+/// read.
+async fn read_capped(req: &web_sys::Request, content_length: Option<&str>, cap: usize) -> Result<Vec<u8>, BodyRefusal> {
+    check_declared(content_length, cap)?;
+    let Some(stream) = req.body() else { return Ok(Vec::new()) };
+    let Ok(reader) = stream.get_reader().dyn_into::<web_sys::ReadableStreamDefaultReader>() else {
+        return Ok(Vec::new());
+    };
+    let mut body = CappedBody::new(cap);
+    loop {
+        let Ok(chunk) = wasm_bindgen_futures::JsFuture::from(reader.read()).await else { break };
+        let done = js_sys::Reflect::get(&chunk, &JsValue::from_str("done")).ok().and_then(|d| d.as_bool());
+        if done != Some(false) {
+            break;
+        }
+        let Ok(value) = js_sys::Reflect::get(&chunk, &JsValue::from_str("value")) else { break };
+        let bytes = js_sys::Uint8Array::new(&value);
+        if let Err(refusal) = body.push(&bytes.to_vec()) {
+            let _ = reader.cancel();
+            return Err(refusal);
+        }
     }
+    Ok(body.into_bytes())
 }
 
 /// Converts a plain response into a runtime one.
@@ -195,6 +228,10 @@ async fn stream_proxy(
         headers.append(name, value)?;
     }
     init.set_headers(&headers);
+    let controller = web_sys::AbortController::new().ok();
+    if let Some(c) = &controller {
+        init.set_signal(Some(&c.signal()));
+    }
     if !matches!(plan.method.as_str(), "GET" | "HEAD") {
         match &plan.body {
             Some(bytes) => init.set_body(&js_sys::Uint8Array::from(bytes.as_slice()).into()),
@@ -213,7 +250,24 @@ async fn stream_proxy(
         }
     };
     let promise = js_sys::global().unchecked_into::<web_sys::WorkerGlobalScope>().fetch_with_request(&upstream);
-    let answer = wasm_bindgen_futures::JsFuture::from(promise).await;
+    // The origin's response headers race `proxy.timeout`: a hung origin gets a 504, never a
+    // request held open.
+    let answer = wasm_bindgen_futures::JsFuture::from(promise);
+    let timer = Timer::after(plan.timeout_ms);
+    futures::pin_mut!(answer);
+    let answer = match select(answer, timer).await {
+        Either::Left((answer, _)) => answer,
+        Either::Right(((), _)) => {
+            if let Some(c) = controller {
+                c.abort();
+            }
+            let origin_ms = SystemClock.now_ms().saturating_sub(started);
+            let detail = format!("the origin sent no response headers within {} ms", plan.timeout_ms);
+            let mut problem = Problem::new(ProblemKind::OriginTimeout, detail).to_response();
+            plan.decorate(&mut problem, origin_ms);
+            return Ok((to_response(problem)?, unpaid(aftercare)));
+        }
+    };
     let origin_ms = SystemClock.now_ms().saturating_sub(started);
     let resp: web_sys::Response = match answer.and_then(|v| v.dyn_into()) {
         Ok(r) => r,
@@ -226,7 +280,8 @@ async fn stream_proxy(
     };
 
     let status = resp.status();
-    let mut added = EdgeResponse::new(status);
+    // The origin's own headers, so CORS and Vary are merged with them, never replaced.
+    let mut added = EdgeResponse { status, headers: header_list(&resp.headers()), body: Vec::new() };
     plan.decorate(&mut added, origin_ms);
     // A write to a cached resource invalidates it before its answer goes out, so the caller's
     // next read sees the new value.
@@ -249,8 +304,13 @@ async fn stream_proxy(
     };
     let out = web_sys::Response::new_with_opt_readable_stream_and_init(body.as_ref(), &resp_init)?;
     let out_headers = out.headers();
-    for (name, value) in &added.headers {
-        out_headers.set(name, value)?;
+    for name in plan.decorated_names() {
+        let mut values = added.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(&name)).map(|(_, v)| v);
+        let Some(first) = values.next() else { continue };
+        out_headers.set(&name, first)?;
+        for value in values {
+            out_headers.append(&name, value)?;
+        }
     }
     Ok((out, after))
 }

@@ -17,6 +17,7 @@ use crate::chat::{sse_event, token_delay, ChannelBody, ChatRequest, ChatStats, T
 use crate::clock::unix_ms;
 use crate::config_store::{ConfigEntry, ConfigStore};
 use crate::echo::echo;
+use crate::extra_headers;
 use crate::hits::Hits;
 use crate::problem::{empty, json_response, problem, OriginBody, OriginResponse};
 use crate::rag::RagRequest;
@@ -140,6 +141,7 @@ impl Origin {
             }
         }
         let (parts, body) = request.into_parts();
+        let query = parts.uri.query().map(str::to_owned);
         let answer = match read_body(body).await {
             Ok(body) => match route {
                 Route::Config { name, op } => self.config(&name, op, &body),
@@ -148,7 +150,9 @@ impl Origin {
             },
             Err(rejection) => Err(rejection),
         };
-        Ok(answer.unwrap_or_else(Rejection::into_response))
+        let mut response = answer.unwrap_or_else(Rejection::into_response);
+        extra_headers::apply(query.as_deref(), response.headers_mut());
+        Ok(response)
     }
 
     /// A chat completion (see [`crate::chat`]): buffered, or streamed from a task that stops
