@@ -122,6 +122,8 @@ fn anonymous_check(caller: &Caller) -> Check<'_> {
         route_limits: &[],
         cost: NonZeroU32::MIN,
         mode: Mode::Consume,
+        usage: None,
+        concurrency: None,
     }
 }
 
