@@ -499,7 +499,9 @@ async function main() {
   const selected = (id) => !opts.only || opts.only.includes(id);
   // A net scenario runs under its own id, its delay's group (`net-5ms`) or `net`.
   const scenarioSelected = (sc) => selected(sc.id) || (sc.net && (selected(netGroup(sc.net.delay_ms)) || selected("net")));
-  const netDelays = NET_DELAYS_MS.filter((d) => selected(netGroup(d)) || selected("net") || NET_LOADS.some((l) => NET_CONNECTIONS.some((c) => selected(netId(d, l, c)))));
+  // The never-seen-key probe of a delay runs under its group, `net`, or `net-<d>ms-keys`.
+  const netProbeSelected = (d) => selected(netGroup(d)) || selected("net") || selected(`${netGroup(d)}-keys`);
+  const netDelays = NET_DELAYS_MS.filter((d) => netProbeSelected(d) || NET_LOADS.some((l) => NET_CONNECTIONS.some((c) => selected(netId(d, l, c)))));
 
   // ---------------------------------------------------------------- net: Redis far away
   // Each net Worker reaches redis-rest through its own delay proxy (so each proxy counts one
@@ -743,7 +745,7 @@ async function main() {
   // ---------------------------------------------------------------- net: never-seen API keys
   // One request at a time from Node: a key this isolate has never seen (one per request), then
   // the same kind of request with the seen key; round trips counted by the Worker's proxy.
-  for (const d of netDelays) {
+  for (const d of netDelays.filter(netProbeSelected)) {
     const group = netGroup(d);
     log(`scenario ${group}-keys: never-seen vs seen API keys, ${NET_PROBE_N} each, one at a time`);
     const out = {};
@@ -772,7 +774,7 @@ async function main() {
     }
     net.probes[d] = out;
   }
-  if (netDelays.length > 0) results.net_keys = { samples: NET_PROBE_N, delays_ms: netDelays, by_delay: net.probes };
+  if (Object.keys(net.probes).length > 0) results.net_keys = { samples: NET_PROBE_N, delays_ms: Object.keys(net.probes).map(Number), by_delay: net.probes };
 
   // ---------------------------------------------------------------- stampede
   if (selected("stampede")) {
