@@ -114,6 +114,8 @@ pub enum RefreshReason {
     Early,
     /// The entry was served stale.
     Stale,
+    /// Not a refresh: the write of an entry just filled, after its answer.
+    Store,
 }
 
 /// What a background refresh did.
@@ -214,8 +216,9 @@ impl CacheTarget {
 /// A fill's result, shared by every caller of one single-flight.
 #[derive(Debug, Clone)]
 enum Filled {
-    /// Fetched and stored by this isolate (`MISS`).
-    Stored(Rc<Entry>),
+    /// Fetched by this isolate (`MISS`), to be stored by the leader after the answer, with the
+    /// fill lock it holds (key, token), if any.
+    Stored(Rc<Entry>, Option<(String, String)>),
     /// Stored by another isolate while this one waited (`HIT`).
     Waited(Rc<Entry>),
     /// Fetched, not storable (`MISS`), and why.
@@ -349,7 +352,14 @@ impl<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static> CacheAsi
         }
         let read = self.deps.redis.command(self.read_command(target)).await;
         let lookup = read.map(|reply| self.classify(&reply));
-        self.serve(target, lookup, request).await
+        let mut served = self.serve(target, lookup, request).await?;
+        // Whoever asks here (warming, tests) wants the entry stored when this returns.
+        if served.background.as_ref().is_some_and(|b| b.reason() == RefreshReason::Store) {
+            if let Some(store) = served.background.take() {
+                store.run().await;
+            }
+        }
+        Ok(served)
     }
 
     /// Serves `target` given what the edge's read found (`Err` when the read failed), fetching
@@ -429,7 +439,7 @@ impl<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static> CacheAsi
         let personal = match &filled {
             Filled::Uncached(_, reason) => reason.is_personal(),
             Filled::Bypassed(response) => self.is_personal(target, response),
-            Filled::Stored(_) | Filled::Waited(_) => false,
+            Filled::Stored(..) | Filled::Waited(_) => false,
         };
         if personal && !led.get() {
             // The leader's answer was for the leader alone: this waiter asks for its own.
@@ -437,13 +447,33 @@ impl<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static> CacheAsi
             let status = if matches!(filled, Filled::Bypassed(_)) { CacheStatus::Bypass } else { CacheStatus::Miss };
             return Ok(Served { status, payload: Payload::Passthrough(response), background: None });
         }
+        // The leader writes the entry (and frees the lock) after the answer: the answer waits for
+        // the origin only, not for one more round trip to Redis.
+        let background = match &filled {
+            Filled::Stored(entry, lock) if led.get() => Some(self.store_later(target, entry, lock.clone())),
+            _ => None,
+        };
         let (status, payload) = match filled {
-            Filled::Stored(entry) => (CacheStatus::Miss, Payload::Cached((*entry).clone())),
+            Filled::Stored(entry, _) => (CacheStatus::Miss, Payload::Cached((*entry).clone())),
             Filled::Waited(entry) => (CacheStatus::Hit, Payload::Cached((*entry).clone())),
             Filled::Uncached(response, _) => (CacheStatus::Miss, Payload::Passthrough((*response).clone())),
             Filled::Bypassed(response) => (CacheStatus::Bypass, Payload::Passthrough((*response).clone())),
         };
-        Ok(Served { status, payload, background: None })
+        Ok(Served { status, payload, background })
+    }
+
+    /// The write of a filled entry, as background work: the entry, its tags and the lock's
+    /// release in one command. A failed write only costs a later miss.
+    fn store_later(&self, target: &CacheTarget, entry: &Rc<Entry>, lock: Option<(String, String)>) -> Refresh {
+        let (this, target, entry) = (self.clone(), target.clone(), Rc::clone(entry));
+        let work = async move {
+            let held = lock.as_ref().map(|(key, token)| Held { key, token });
+            match this.store(&target, &entry, held).await {
+                Ok(()) => RefreshOutcome::Refreshed,
+                Err(e) => RefreshOutcome::RedisFailed(e),
+            }
+        };
+        Refresh { reason: RefreshReason::Store, work: Box::pin(work) }
     }
 
     /// Whether `response` was meant for its own caller only ([`NotStorable::is_personal`]).
@@ -507,10 +537,8 @@ impl<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static> CacheAsi
         match built {
             Ok((_, Ok(entry))) => {
                 let entry = Rc::new(entry);
-                // A failed write only costs a later miss; the response is served either way.
-                let _ = self.store(target, &entry, lock).await;
                 self.remember(target, &entry, now);
-                Ok(Filled::Stored(entry))
+                Ok(Filled::Stored(entry, lock.map(|h| (h.key.to_owned(), h.token.to_owned()))))
             }
             Ok((response, Err(reason))) => {
                 self.release_held(lock).await;

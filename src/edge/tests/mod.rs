@@ -88,8 +88,13 @@ impl World {
         Self::edge(&self.clock, &self.timer, Some(self.redis.clone()), &self.origin)
     }
 
+    /// One request, and then its background work, as the Worker's `ctx.waitUntil` would run it.
     fn send(&self, req: EdgeRequest) -> Handled {
-        run_with_timer(Some(&self.timer), self.edge.handle(req))
+        let mut handled = run_with_timer(Some(&self.timer), self.edge.handle(req));
+        for task in std::mem::take(&mut handled.background) {
+            run_with_timer(Some(&self.timer), task);
+        }
+        handled
     }
 
     /// The response, or the shell of headers a proxied request would carry (status 0).
