@@ -478,28 +478,42 @@ impl FakeRedis {
         let numkeys: usize = rest.first().and_then(|n| String::from_utf8_lossy(n).parse().ok()).ok_or("ERR numkeys")?;
         let keys = rest.get(1..1 + numkeys).ok_or("ERR keys")?;
         let argv = rest.get(1 + numkeys..).ok_or("ERR argv")?;
-        let (check_keys, read_keys) = keys.split_at(numkeys.checked_sub(2).ok_or("ERR read keys")?);
+        let n_read: usize =
+            argv.last().and_then(|n| String::from_utf8_lossy(n).parse().ok()).ok_or("ERR read count")?;
+        let n_extra = if n_read == 3 { 3 } else { 1 };
+        let (check_keys, read_keys) = keys.split_at(numkeys.checked_sub(n_read).ok_or("ERR read keys")?);
         let mut inner = vec![check_keys.len().to_string().into_bytes()];
         inner.extend(check_keys.iter().cloned());
-        inner.extend(argv[..argv.len().saturating_sub(1)].iter().cloned());
+        inner.extend(argv[..argv.len().saturating_sub(n_extra)].iter().cloned());
         let decided = self.check(&inner)?;
         let allowed = decided.as_array().and_then(|a| a.get(1)).and_then(Reply::as_int) == Some(1);
-        let read = if allowed {
-            let mut mget = vec![b"MGET".to_vec()];
-            mget.extend(read_keys.iter().cloned());
-            let reply = self.exec(mget)?;
-            // Run inside the script: not a command the client sent.
-            self.log.borrow_mut().pop();
-            reply
-        } else {
-            Reply::Nil
-        };
-        Ok(Reply::Array(vec![decided, read]))
+        if !allowed {
+            return Ok(Reply::Array(vec![decided, Reply::Nil]));
+        }
+        // Run inside the script: not commands the client sent.
+        let mark = self.log.borrow().len();
+        let mut mget = vec![b"MGET".to_vec()];
+        mget.extend(read_keys.iter().take(2).cloned());
+        let read = self.exec(mget)?;
+        let mut reply = vec![decided, read.clone()];
+        if n_read == 3 {
+            let absent = matches!(read.as_array(), Some([_, Reply::Nil]));
+            let lock = if absent {
+                let token = argv[argv.len() - 3].clone();
+                let ttl = argv[argv.len() - 2].clone();
+                let set = vec![b"SET".to_vec(), read_keys[2].clone(), token, b"NX".to_vec(), b"PX".to_vec(), ttl];
+                Reply::Int(i64::from(self.exec(set)? == Reply::Ok))
+            } else {
+                Reply::Nil
+            };
+            reply.push(lock);
+        }
+        self.log.borrow_mut().truncate(mark);
+        Ok(Reply::Array(reply))
     }
 
     /// The entry store script; `rest` is its `KEYS…, ARGV…` (always three ARGV).
     fn store(&self, rest: &[Vec<u8>]) -> Result<Reply, String> {
-        // ARGV is always 3 values: entry, px, token.
         let split = rest.len().checked_sub(3).ok_or("ERR store args")?;
         let (keys, argv) = rest.split_at(split);
         let key = |i: usize| String::from_utf8_lossy(&keys[i]).into_owned();

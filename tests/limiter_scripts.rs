@@ -529,7 +529,7 @@ async fn the_check_and_the_cache_read_share_one_command_and_decide_as_the_check_
     for round in 0..3 {
         let c = check("combined", &tier, &[], 1, Mode::Consume);
         let commands = client.commands_sent();
-        let checked = remote.check_and_read(&c, &read).await.expect("decided");
+        let checked = remote.check_and_read(&c, &read, None).await.expect("decided");
         assert!(client.commands_sent() - commands <= 2, "one EVALSHA (and one EVAL after NOSCRIPT)");
         if round < 2 {
             assert!(checked.decision.is_allowed());
@@ -544,6 +544,18 @@ async fn the_check_and_the_cache_read_share_one_command_and_decide_as_the_check_
     let d = run(&client, &keys, &check("combined", &tier, &[], 1, Mode::Peek)).await;
     assert_eq!(d.snapshot().limits[0].remaining, 0);
     let before = client.commands_sent();
-    remote.check_and_read(&check("other", &tier, &[], 1, Mode::Consume), &read).await.expect("decided");
+    remote.check_and_read(&check("other", &tier, &[], 1, Mode::Consume), &read, None).await.expect("decided");
     assert_eq!(client.commands_sent() - before, 1, "a cached script: exactly one command");
+
+    // A miss takes the fill lock in the same call; a second filler finds it held; an entry
+    // that exists is read, and no lock is taken for it.
+    let missing = ["gen-key".to_owned(), "no-entry".to_owned()];
+    let lock = |token| tollgate::limiter::FillLock { key: "fill-lock", token, ttl_ms: 5_000 };
+    let first = remote.check_and_read(&check("m1", &tier, &[], 1, Mode::Consume), &missing, Some(lock("t1"))).await;
+    assert_eq!(first.expect("decided").lock, Some(true));
+    assert_eq!(stack.redis(&["GET", "fill-lock"]), Resp::Bulk(Some(b"t1".to_vec())));
+    let second = remote.check_and_read(&check("m2", &tier, &[], 1, Mode::Consume), &missing, Some(lock("t2"))).await;
+    assert_eq!(second.expect("decided").lock, Some(false), "held by the first filler");
+    let hit = remote.check_and_read(&check("m3", &tier, &[], 1, Mode::Consume), &read, Some(lock("t3"))).await;
+    assert_eq!(hit.expect("decided").lock, None, "an entry exists: nothing to lock");
 }

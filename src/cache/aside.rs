@@ -370,6 +370,29 @@ impl<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static> CacheAsi
         read: Result<Lookup, RedisError>,
         request: OriginRequest,
     ) -> Result<Served, LoadError> {
+        self.serve_with(target, read, request, None).await
+    }
+
+    /// The fill lock a read may take itself when it finds no entry ([`Self::serve_with`]): its
+    /// key and a fresh owner token.
+    pub fn fill_lock(&self, target: &CacheTarget) -> FillLockPlan {
+        FillLockPlan {
+            key: lock_key(&self.deps.keys, &target.entry_key(&self.deps.keys)),
+            token: self.deps.random.token(),
+            ttl_ms: self.deps.settings.lock_ttl_ms.get(),
+        }
+    }
+
+    /// Like [`Self::serve`], after a read that already tried the fill lock: `Some((plan, true))`
+    /// when it took it (a miss goes straight to the origin), `Some((plan, false))` when another
+    /// filler holds it.
+    pub async fn serve_with(
+        &self,
+        target: &CacheTarget,
+        read: Result<Lookup, RedisError>,
+        request: OriginRequest,
+        locked: Option<(FillLockPlan, bool)>,
+    ) -> Result<Served, LoadError> {
         let request = request.for_fill();
         let now = self.deps.clock.now_ms();
         match read {
@@ -386,8 +409,8 @@ impl<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static> CacheAsi
                 let background = self.refresh(target, request, entry.generation, RefreshReason::Stale);
                 Ok(Served { status: CacheStatus::Stale, payload: Payload::Cached(entry), background })
             }
-            Ok(Lookup::Miss { generation }) => self.fill(target, request, Some(generation)).await,
-            Err(_) => self.fill(target, request, None).await,
+            Ok(Lookup::Miss { generation }) => self.fill(target, request, Some(generation), locked).await,
+            Err(_) => self.fill(target, request, None, None).await,
         }
     }
 
@@ -420,6 +443,7 @@ impl<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static> CacheAsi
         target: &CacheTarget,
         request: OriginRequest,
         generation: Option<u64>,
+        locked: Option<(FillLockPlan, bool)>,
     ) -> Result<Served, LoadError> {
         let this = self.clone();
         let owned = target.clone();
@@ -429,9 +453,14 @@ impl<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static> CacheAsi
         let work = move || {
             leader.set(true);
             async move {
-                match generation {
-                    Some(generation) => this.fill_under_lock(&owned, &request, generation).await,
-                    None => this.bypass(&request).await,
+                match (generation, locked) {
+                    (Some(generation), Some((plan, true))) => {
+                        let held = Held { key: &plan.key, token: &plan.token };
+                        this.fetch_and_store(&owned, &request, generation, Some(held)).await
+                    }
+                    (Some(generation), Some((_, false))) => this.wait_for_fill(&owned, &request, generation).await,
+                    (Some(generation), None) => this.fill_under_lock(&owned, &request, generation).await,
+                    (None, _) => this.bypass(&request).await,
                 }
             }
         };
@@ -689,6 +718,17 @@ impl<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static> CacheAsi
 struct Held<'a> {
     key: &'a str,
     token: &'a str,
+}
+
+/// A fill lock for a read to take itself (see [`CacheAside::fill_lock`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FillLockPlan {
+    /// The lock key.
+    pub key: String,
+    /// The owner's token.
+    pub token: String,
+    /// Its time to live, ms.
+    pub ttl_ms: u32,
 }
 
 /// Marks a refresh as running in this isolate until it ends or is dropped.

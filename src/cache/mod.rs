@@ -32,8 +32,8 @@ pub mod ttl;
 mod warm;
 
 pub use aside::{
-    CacheAside, CacheDeps, CacheTarget, IsolateState, LoadError, Payload, Refresh, RefreshOutcome, RefreshReason,
-    Served, WAIT_POLLS,
+    CacheAside, CacheDeps, CacheTarget, FillLockPlan, IsolateState, LoadError, Payload, Refresh, RefreshOutcome,
+    RefreshReason, Served, WAIT_POLLS,
 };
 pub use entry::{Entry, EntryError, ENTRY_FORMAT, MAX_DECODED_BODY_BYTES, REPLAYED_HEADERS};
 pub use invalidate::{

@@ -10,7 +10,7 @@ use std::rc::Rc;
 
 use crate::cache::{self, CacheTarget, OriginRequest, Served};
 use crate::identity::CallerKind;
-use crate::limiter::{Check, Decision, Mode, RemoteLimiter, Reservation, Slot};
+use crate::limiter::{Check, Decision, FillLock, Mode, RemoteLimiter, Reservation, Slot};
 use crate::policy::{CacheKeySource, CacheScope, FailurePolicy, Limit, Route, RouteMatch};
 use crate::redis::{RedisError, Reply};
 
@@ -48,6 +48,8 @@ struct Verdict {
     read: Option<Result<Reply, RedisError>>,
     mode: LimitMode,
     timing: Vec<String>,
+    /// The fill lock the check tried on a miss, and whether it took it.
+    locked: Option<(cache::FillLockPlan, bool)>,
 }
 
 /// Handles a request that is neither a preflight nor an admin call.
@@ -153,11 +155,13 @@ async fn decide<P: Platform>(
         if mode == LimitMode::Local && decision.is_allowed() {
             services.limits.owe(check.subject_hash, check.cost.get());
         }
-        Verdict { decision: Some(decision), read: None, mode, timing: Vec::new() }
+        Verdict { decision: Some(decision), read: None, mode, timing: Vec::new(), locked: None }
     };
     let Some(redis) = &services.redis else { return Ok(local(LimitMode::Memory)) };
+    // A cacheable request reads the entry in the check, and on a miss takes the fill lock there
+    // too: one round trip before the origin.
     let read = match (&services.cache, target) {
-        (Some(cache), Some(t)) => Some(cache.read_keys(t)),
+        (Some(cache), Some(t)) => Some((cache.read_keys(t), cache.fill_lock(t))),
         _ => None,
     };
     let remote = RemoteLimiter::new(redis, &services.keys);
@@ -166,23 +170,31 @@ async fn decide<P: Platform>(
     }
     let started = services.clock.now_ms();
     let result = match &read {
-        Some(keys) => remote.check_and_read(check, keys).await,
+        Some((keys, plan)) => {
+            let lock = FillLock { key: &plan.key, token: &plan.token, ttl_ms: plan.ttl_ms };
+            remote.check_and_read(check, keys, Some(lock)).await
+        }
         None => remote.check(check, None).await,
     };
     match result {
         Ok(checked) => {
             services.limits.seed(check.subject_hash, &checked.decision);
+            let locked = match (read, checked.lock) {
+                (Some((_, plan)), Some(taken)) => Some((plan, taken)),
+                _ => None,
+            };
             Ok(Verdict {
                 decision: Some(checked.decision),
                 read: checked.ride_along,
                 mode: LimitMode::Redis,
                 timing: vec![format!("redis;dur={}", services.clock.now_ms().saturating_sub(started))],
+                locked,
             })
         }
         Err(e) => match routed.failure() {
             FailurePolicy::Closed => Err(GateError::limiter(routed.route_name(), &e)),
             FailurePolicy::Open => {
-                Ok(Verdict { decision: None, read: None, mode: LimitMode::Open, timing: Vec::new() })
+                Ok(Verdict { decision: None, read: None, mode: LimitMode::Open, timing: Vec::new(), locked: None })
             }
             FailurePolicy::Local => Ok(local(LimitMode::Local)),
         },
@@ -238,7 +250,7 @@ async fn forward<P: Platform>(
             };
             let request = origin_request(services, &routed.req, route, m, caller);
             let started = services.clock.now_ms();
-            let served = cache.serve(&t, lookup, request).await;
+            let served = cache.serve_with(&t, lookup, request, verdict.locked.clone()).await;
             let mut timing = verdict.timing.clone();
             timing.push(format!("origin;dur={}", services.clock.now_ms().saturating_sub(started)));
             match served {

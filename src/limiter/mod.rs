@@ -52,7 +52,7 @@ pub use model::{
     MAX_LIMIT_TIMES_WINDOW, MAX_WINDOW_MS,
 };
 pub use overrides::{Override, OverrideError, MAX_OVERRIDE_LIMITS, MAX_OVERRIDE_NAME};
-pub use remote::{Checked, RemoteError, RemoteLimiter};
+pub use remote::{Checked, FillLock, RemoteError, RemoteLimiter};
 pub use usage::UsageMeter;
 
 /// Default sizes of the bounded in-isolate structures.

@@ -37,6 +37,19 @@ pub struct Checked {
     pub decision: Decision,
     /// The ride-along command's reply (`None` when there was none).
     pub ride_along: Option<Result<Reply, RedisError>>,
+    /// Whether the check took the fill lock it was asked to take on a miss (`None`: not tried).
+    pub lock: Option<bool>,
+}
+
+/// A fill lock for [`RemoteLimiter::check_and_read`] to take when it finds no entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FillLock<'a> {
+    /// The lock key.
+    pub key: &'a str,
+    /// The owner's token.
+    pub token: &'a str,
+    /// Its time to live, ms.
+    pub ttl_ms: u32,
 }
 
 /// Checks limits on Redis for one isolate's client and key namespace.
@@ -62,33 +75,47 @@ impl<'a, T: Transport> RemoteLimiter<'a, T> {
             Some(reply) => parse_reply(&reply?)?,
             None => return Err(LimiterError::MalformedReply("empty pipeline reply").into()),
         };
-        Ok(Checked { decision, ride_along: replies.next() })
+        Ok(Checked { decision, ride_along: replies.next(), lock: None })
     }
 
     /// Runs `check` and, when it allows, reads `read_keys` (`MGET`), in ONE script call: one
     /// command and one round trip. The reply of the read rides along as with [`Self::check`];
     /// it is `None` when the check did not allow.
-    pub async fn check_and_read(&self, check: &Check<'_>, read_keys: &[String; 2]) -> Result<Checked, RemoteError> {
+    /// With `lock`, a check that allows and finds no entry also takes that fill lock, so a miss
+    /// needs no further round trip before the origin ([`Checked::lock`] says whether it did).
+    pub async fn check_and_read(
+        &self,
+        check: &Check<'_>,
+        read_keys: &[String; 2],
+        lock: Option<FillLock<'_>>,
+    ) -> Result<Checked, RemoteError> {
         let call = check.command(self.keys)?;
         let mut keys = call.keys;
         keys.extend(read_keys.iter().cloned());
         let mut args = call.args;
-        args.push(crate::redis::Arg::from(2u32));
-        let reply = self.client.eval(check_and_read_script(), &keys, &args).await?;
-        let (decided, read) = match reply {
-            Reply::Array(mut parts) if parts.len() == 2 => {
-                let read = parts.pop().unwrap_or(Reply::Nil);
-                let decided = parts.pop().unwrap_or(Reply::Nil);
-                (decided, read)
+        match lock {
+            Some(l) => {
+                keys.push(l.key.to_owned());
+                args.push(crate::redis::Arg::from(l.token));
+                args.push(crate::redis::Arg::from(l.ttl_ms));
+                args.push(crate::redis::Arg::from(3u32));
             }
+            None => args.push(crate::redis::Arg::from(2u32)),
+        }
+        let reply = self.client.eval(check_and_read_script(), &keys, &args).await?;
+        let mut parts = match reply {
+            Reply::Array(parts) if (2..=3).contains(&parts.len()) => parts.into_iter(),
             _ => return Err(LimiterError::MalformedReply("check_and_read reply").into()),
         };
+        let decided = parts.next().unwrap_or(Reply::Nil);
+        let read = parts.next().unwrap_or(Reply::Nil);
+        let lock = parts.next().and_then(|r| r.to_i64()).map(|n| n == 1);
         let decision = parse_reply(&decided)?;
         let ride_along = match read {
             Reply::Nil => None,
             other => Some(Ok(other)),
         };
-        Ok(Checked { decision, ride_along })
+        Ok(Checked { decision, ride_along, lock })
     }
 
     /// Decides `check` without charging anything, with the subject's stored override.

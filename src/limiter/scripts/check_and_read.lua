@@ -6,21 +6,30 @@ one command (one EVALSHA) instead of two (EVALSHA + MGET).
 
 KEYS[1 .. n]      the check's KEYS, exactly as check.lua documents them
 KEYS[n+1], [n+2]  the cache namespace's generation key and the entry key (as MGET reads them)
+KEYS[n+3]         (read count 3 only) the entry's fill lock key
 ARGV[1 .. m]      the check's ARGV, exactly as check.lua documents them
-ARGV[m+1]         the number of cache keys at the end of KEYS: 2 (or 0: no read)
+ARGV[m+1], [m+2]  (read count 3 only) the fill lock's token and its time to live, ms
+last ARGV         the read count: the number of cache keys at the end of KEYS, 2 or 3 (0: none)
 
-Reply: { <check.lua's reply>, <MGET reply of the two keys, or nil when the check did not allow> };
-a check.lua error reply is returned as is.
+With a read count of 3, a check that allows and finds no entry at all also takes the fill lock
+(SET lock token NX PX ttl), so a miss goes to the origin after this one round trip.
+
+Reply: { <check.lua's reply>, <MGET reply of the two keys, or nil when the check did not allow>,
+<1 lock taken, 0 lock held by another filler, nil not tried> }; a check.lua error reply is
+returned as is.
 
 Cluster: the cache keys carry the namespace's hash tag, not the subject's: fine on Upstash and a
 standalone Redis, not on a Redis Cluster.
 ]]
 
 local n_read = tonumber(ARGV[#ARGV]) or 0
-if n_read ~= 0 and n_read ~= 2 then return redis.error_reply('ERR check_and_read: bad read count') end
+if n_read ~= 0 and n_read ~= 2 and n_read ~= 3 then
+  return redis.error_reply('ERR check_and_read: bad read count')
+end
+local n_extra = (n_read == 3) and 3 or 1
 local check_keys, check_argv = {}, {}
 for i = 1, #KEYS - n_read do check_keys[i] = KEYS[i] end
-for i = 1, #ARGV - 1 do check_argv[i] = ARGV[i] end
+for i = 1, #ARGV - n_extra do check_argv[i] = ARGV[i] end
 
 local function check(KEYS, ARGV)
 -- @@CHECK_LUA@@
@@ -30,5 +39,15 @@ local decided = check(check_keys, check_argv)
 if type(decided) ~= 'table' or decided.err then return decided end
 if n_read == 2 and decided[2] == 1 then
   return { decided, redis.call('MGET', KEYS[#KEYS - 1], KEYS[#KEYS]) }
+end
+if n_read == 3 and decided[2] == 1 then
+  local read = redis.call('MGET', KEYS[#KEYS - 2], KEYS[#KEYS - 1])
+  local lock = false
+  if not read[2] then
+    local ttl = tonumber(ARGV[#ARGV - 1])
+    if not ttl or ttl < 1 then return redis.error_reply('ERR check_and_read: bad lock ttl') end
+    lock = redis.call('SET', KEYS[#KEYS], ARGV[#ARGV - 2], 'NX', 'PX', ttl) and 1 or 0
+  end
+  return { decided, read, lock }
 end
 return { decided, false }
