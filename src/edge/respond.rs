@@ -9,6 +9,7 @@ use crate::policy::CorsSettings;
 
 use super::cors;
 use super::error::GateError;
+use super::events::EventsPlan;
 use super::http::{EdgeRequest, EdgeResponse};
 use super::problem::{Problem, ProblemKind};
 use super::proxy;
@@ -45,6 +46,9 @@ pub enum Outcome {
     Respond(EdgeResponse),
     /// Stream the request to the origin and its answer back (see [`ProxyPlan`]).
     Proxy(ProxyPlan),
+    /// Open a Redis subscription and stream its events, re-framed, to the client (see
+    /// [`EventsPlan`]).
+    Events(EventsPlan),
 }
 
 /// A handled request: what to answer, and what to run afterwards.
