@@ -108,13 +108,14 @@ impl fmt::Debug for EventsPlan {
     }
 }
 
-/// Turns Redis's event stream, fed in chunks of any size, into Tollgate's: a confirmation per
-/// channel (`event: subscribed`), each message of a subscribed channel under its event name with
-/// its JSON payload on one `data:` line (a payload that is not JSON becomes a JSON string), and
-/// the keep-alives. Anything else is dropped.
+/// Turns Redis's event stream, fed in chunks of any size, into Tollgate's: `event: ready` once
+/// Redis has confirmed every channel (`data: {"channels":["invalidation",…]}`), then each message
+/// of a subscribed channel under its event name with its JSON payload on one `data:` line (a
+/// payload that is not JSON becomes a JSON string), and the keep-alives. Anything else is dropped.
 #[derive(Debug)]
 pub struct Reframer {
     channels: Vec<EventChannel>,
+    confirmed: Vec<EventChannel>,
     line: Vec<u8>,
     overlong: bool,
     data: Option<String>,
@@ -123,7 +124,7 @@ pub struct Reframer {
 impl Reframer {
     /// A re-framer that passes messages of `channels` only.
     pub fn new(channels: Vec<EventChannel>) -> Self {
-        Self { channels, line: Vec::new(), overlong: false, data: None }
+        Self { channels, confirmed: Vec::new(), line: Vec::new(), overlong: false, data: None }
     }
 
     /// Feeds the next bytes of Redis's stream; returns the bytes to send to the client.
@@ -152,8 +153,8 @@ impl Reframer {
             if let Some(data) = self.data.take() {
                 self.dispatch(&data, out);
             }
-        } else if line.starts_with(':') {
-            if line[1..].trim() == "keepalive" {
+        } else if let Some(comment) = line.strip_prefix(':') {
+            if comment.trim() == "keepalive" {
                 out.extend_from_slice(KEEPALIVE);
             }
         } else if let Some(value) = line.strip_prefix("data:") {
@@ -168,14 +169,20 @@ impl Reframer {
         }
     }
 
-    fn dispatch(&self, data: &str, out: &mut Vec<u8>) {
+    fn dispatch(&mut self, data: &str, out: &mut Vec<u8>) {
         let Some((kind, rest)) = data.split_once(',') else { return };
         match kind {
             "subscribe" => {
                 let channel = rest.rsplit_once(',').map_or(rest, |(c, _)| c);
-                if let Some(c) = self.subscribed(channel) {
-                    let body = json!({"channel": c.channel(), "event": c.as_str()});
-                    out.extend_from_slice(format!("event: subscribed\ndata: {body}\n\n").as_bytes());
+                let Some(c) = self.subscribed(channel) else { return };
+                if self.confirmed.contains(&c) {
+                    return;
+                }
+                self.confirmed.push(c);
+                if self.confirmed.len() == self.channels.len() {
+                    let names: Vec<&str> = self.channels.iter().map(|c| c.as_str()).collect();
+                    let body = json!({ "channels": names });
+                    out.extend_from_slice(format!("event: ready\ndata: {body}\n\n").as_bytes());
                 }
             }
             "message" => {
@@ -237,14 +244,22 @@ mod tests {
     #[test]
     fn messages_become_named_events_with_their_json_payload() {
         let mut r = all();
-        let out = r.push(b"data: subscribe,system:cache_invalidation,1\n\ndata: message,system:cache_invalidation,{\"kind\":\"tag\",\"target\":\"a,b\"}\n\n");
-        assert_eq!(
-            text(out),
-            "event: subscribed\ndata: {\"channel\":\"system:cache_invalidation\",\"event\":\"invalidation\"}\n\n\
-             event: invalidation\ndata: {\"kind\":\"tag\",\"target\":\"a,b\"}\n\n"
-        );
+        let out = r.push(b"data: message,system:cache_invalidation,{\"kind\":\"tag\",\"target\":\"a,b\"}\n\n");
+        assert_eq!(text(out), "event: invalidation\ndata: {\"kind\":\"tag\",\"target\":\"a,b\"}\n\n");
         let out = r.push(b"data: pmessage,system:*,system:quota_warning,not json\n\n");
         assert_eq!(text(out), "event: quota_warning\ndata: \"not json\"\n\n");
+    }
+
+    #[test]
+    fn ready_comes_once_every_channel_is_confirmed() {
+        let mut r = all();
+        assert_eq!(text(r.push(b"data: subscribe,system:cache_invalidation,1\n\n")), "");
+        assert_eq!(text(r.push(b"data: subscribe,system:cache_invalidation,1\n\n")), "", "counted once");
+        assert_eq!(
+            text(r.push(b"data: subscribe,system:quota_warning,2\n\n")),
+            "event: ready\ndata: {\"channels\":[\"invalidation\",\"quota_warning\"]}\n\n"
+        );
+        assert_eq!(text(r.push(b"data: subscribe,system:quota_warning,2\n\n")), "", "and said once");
     }
 
     #[test]
