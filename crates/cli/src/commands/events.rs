@@ -87,10 +87,11 @@ pub fn line(e: &Event, style: Style) -> String {
             (format!("{kind} {target}"), details)
         }
         (Value::Object(o), _) => {
-            let subject = o.get("subject").map_or_else(|| "-".to_owned(), scalar);
+            let key = ["subject", "subject_hash"].into_iter().find(|k| o.contains_key(*k));
+            let subject = key.and_then(|k| o.get(k)).map_or_else(|| "-".to_owned(), scalar);
             let rest: Vec<String> = o
                 .iter()
-                .filter(|(k, _)| !matches!(k.as_str(), "subject" | "at_ms"))
+                .filter(|(k, _)| Some(k.as_str()) != key && k.as_str() != "at_ms")
                 .map(|(k, v)| format!("{k}={}", scalar(v)))
                 .collect();
             (subject, rest.join(" "))
@@ -247,6 +248,12 @@ mod tests {
             data: json!({"subject": "user-7", "limit": "hourly", "used": 90}),
         };
         assert_eq!(line(&e, Style::plain()), "00:08:43.000  quota_warning  user-7  limit=hourly used=90");
+        let hashed = Event {
+            event: "quota_warning".into(),
+            received_ms: 1_763_770_123_000,
+            data: json!({"subject_hash": "9f8e", "subject": "user-7", "at_ms": 1_763_770_124_000u64}),
+        };
+        assert_eq!(line(&hashed, Style::plain()), "00:08:44.000  quota_warning  user-7  subject_hash=9f8e");
         let odd = Event { event: "quota_warning".into(), received_ms: 1_763_770_123_000, data: json!("text") };
         assert_eq!(line(&odd, Style::plain()), "00:08:43.000  quota_warning  -  \"text\"");
     }
