@@ -15,8 +15,14 @@ use super::http::EdgeResponse;
 /// The channel quota warnings are published on, as JSON.
 pub const QUOTA_WARNING_CHANNEL: &str = "system:quota_warning";
 
-/// The keep-alive comment sent on, whenever Redis's stream sends one.
+/// The keep-alive comment: sent on whenever Redis's stream sends one, and by the Worker itself
+/// every [`KEEPALIVE_MS`].
 pub const KEEPALIVE: &[u8] = b": keepalive\n\n";
+
+/// How often the Worker writes a keep-alive of its own, ms. The runtime learns that a client has
+/// gone only when it next writes to it, so this bounds how long a subscription outlives its
+/// client, whatever Redis's own keep-alive interval.
+pub const KEEPALIVE_MS: u32 = 5_000;
 
 /// Longest upstream line kept, bytes; a longer one (a huge payload) is dropped whole.
 const MAX_LINE: usize = 1024 * 1024;

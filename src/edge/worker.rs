@@ -13,6 +13,7 @@ use worker::{event, Context, Env, ScheduleContext, ScheduledEvent};
 use crate::cache::{Origin, OriginError, OriginRequest, OriginResponse};
 use crate::clock::{Clock, Sleeper, SystemClock, SystemRandom, Timer};
 use crate::edge::config::Config;
+use crate::edge::events::{KEEPALIVE, KEEPALIVE_MS};
 use crate::edge::http::{split_url, EdgeRequest, EdgeResponse};
 use crate::edge::problem::{Problem, ProblemKind};
 use crate::edge::{Edge, EventsPlan, Outcome, Platform, ProxyPlan};
@@ -263,7 +264,20 @@ async fn stream_events(plan: EventsPlan) -> worker::Result<web_sys::Response> {
                 controller.enqueue_with_chunk(&js_sys::Uint8Array::from(out.as_slice()).into())
             },
         );
+    // A keep-alive of the Worker's own, until the stream is closed or its client gone (then the
+    // enqueue throws); the write is also how the runtime notices a client that left.
+    let start = Closure::once_into_js(move |controller: web_sys::TransformStreamDefaultController| {
+        wasm_bindgen_futures::spawn_local(async move {
+            loop {
+                Timer::after(KEEPALIVE_MS).await;
+                if controller.enqueue_with_chunk(&js_sys::Uint8Array::from(KEEPALIVE).into()).is_err() {
+                    break;
+                }
+            }
+        });
+    });
     let transformer = web_sys::Transformer::new();
+    transformer.set_start(start.unchecked_ref());
     transformer.set_transform(transform.into_js_value().unchecked_ref());
     let stream = web_sys::TransformStream::new_with_transformer(&transformer)?;
     let events = body.pipe_through(stream.unchecked_ref());

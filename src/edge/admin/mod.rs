@@ -1,8 +1,7 @@
 //! The admin API under `/_tollgate/` (contract: `docs/admin-api.md`): health, stats, cache
 //! (invalidation, warming), the live event stream, API keys and per-subject limits, one file per
-//! concern. Bearer
-//! `TOLLGATE_ADMIN_TOKEN`, compared in constant time; without it only the public part of
-//! `health` (and the caller's own `/me`) exists.
+//! concern. Bearer `TOLLGATE_ADMIN_TOKEN`, compared in constant time; without it only the public
+//! part of `health` (and the caller's own `/me`) exists.
 
 mod cache;
 mod events;
