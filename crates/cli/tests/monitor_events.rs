@@ -178,6 +178,9 @@ fn refusals_exit_like_every_other_admin_call() {
     assert_eq!(r.stderr, "error: 503 Redis required: this operation needs Redis; Tollgate runs in memory mode\n");
     let r = run(tollgate().args(["monitor", "--events", "--count", "2", "--token", TOKEN]));
     assert_eq!(r.code, 2, "{r:?}");
+    let r = run(tollgate().args(["monitor", "--events", "--url", &url]));
+    assert_eq!(r.code, 2, "no token is a configuration error: {r:?}");
+    assert!(r.stderr.contains("no admin token"), "{r:?}");
     let r = run(tollgate().args(["monitor", "--channels", "invalidation", "--token", TOKEN]));
     assert_eq!(r.code, 2, "--channels needs --events: {r:?}");
 }

@@ -100,11 +100,11 @@ pub fn line(s: &Sample, style: Style) -> String {
 }
 
 pub fn run(ctx: &Context, args: &MonitorArgs) -> Result<Exit, CliError> {
-    let client = ctx.admin()?;
     let stop = stop_flag()?;
     if args.events {
         return super::events::run(ctx, args.channels.as_deref(), &stop);
     }
+    let client = ctx.admin()?;
     let terminal = std::io::stdout().is_terminal();
 
     let mut prev = fetch_stats(&client)?;
