@@ -209,6 +209,80 @@ stop_started() {
   TOLLGATE_STARTED=()
 }
 
+# stop_started_on_exit: makes the calling script stop everything start_bg started whenever it
+# ends: a normal exit, an error, INT (Ctrl-C, also through `| tee log`), TERM, HUP, or its output
+# pipe closing (a write then raises SIGPIPE; wait_for_pid also notices while nothing is written).
+stop_started_on_exit() {
+  trap _tollgate_stop_on_exit EXIT
+  trap 'exit 130' INT
+  trap 'exit 143' TERM
+  trap 'exit 129' HUP
+  trap 'exit 141' PIPE
+}
+
+# shellcheck disable=SC2317  # reached through the EXIT trap
+_tollgate_stop_on_exit() {
+  trap - EXIT INT TERM HUP
+  # The output may be gone (that may be why we exit): a failed message must not end the cleanup.
+  trap '' PIPE
+  set +e
+  if [[ ${#TOLLGATE_STARTED[@]} -gt 0 ]]; then
+    log "stopping the local stack"
+    stop_started
+  fi
+}
+
+# pipe_readers FD [PID...]: prints the PIDs of the processes (all, or those given) that hold the
+# read end of this shell's FD while FD is a pipe (Linux /proc); nothing when it is not a pipe or
+# /proc cannot tell.
+pipe_readers() {
+  local fd=$1 target pattern match pid num flags dirs=()
+  shift
+  target=$(readlink "/proc/$$/fd/$fd" 2>/dev/null) || return 0
+  [[ $target == pipe:* ]] || return 0
+  pattern=${target//\[/\\[}
+  pattern=${pattern//\]/\\]}
+  if [[ $# -gt 0 ]]; then
+    for pid in "$@"; do dirs+=("/proc/$pid/fd"); done
+  else
+    dirs=(/proc/[0-9]*/fd)
+  fi
+  while IFS= read -r match; do
+    pid=${match#/proc/}
+    pid=${pid%%/*}
+    num=${match##*/}
+    flags=$(sed -n 's/^flags:[[:space:]]*//p' "/proc/$pid/fdinfo/$num" 2>/dev/null)
+    # Access mode 0 (O_RDONLY): a reader.
+    if [[ -n $flags ]] && (((8#$flags & 3) == 0)); then printf '%s\n' "$pid"; fi
+  done < <(find "${dirs[@]}" -maxdepth 1 -lname "$pattern" 2>/dev/null | sort -u)
+}
+
+# wait_for_pid PID: waits until PID (a child of this shell) exits and returns its status. Returns
+# 141 early when this shell's stdout or stderr is a pipe that had readers and has none left
+# (`| tee log` and tee ended), so that the caller can exit and stop the rest. Signals are handled
+# at once (the wait is in steps of half a second).
+wait_for_pid() {
+  local pid=$1 fd readers
+  local -A watched=()
+  for fd in 1 2; do
+    readers=$(pipe_readers "$fd" | sort -u | tr '\n' ' ')
+    [[ -n ${readers// /} ]] && watched[$fd]=$readers
+  done
+  while kill -0 "$pid" 2>/dev/null; do
+    for fd in "${!watched[@]}"; do
+      # shellcheck disable=SC2086  # a list of PIDs
+      if [[ -z $(pipe_readers "$fd" ${watched[$fd]}) ]]; then
+        return 141
+      fi
+    done
+    sleep 0.5 &
+    wait $! || true
+  done
+  local status=0
+  wait "$pid" || status=$?
+  return "$status"
+}
+
 # ---------------------------------------------------------------------------------------------
 # Waiting
 
@@ -250,6 +324,14 @@ _wait_http() {
   done
   warn "$url did not answer within ${timeout}s (last status $status)"
   return 1
+}
+
+# wait_worker_ready URL TIMEOUT_SECONDS [PID]: waits until the Worker at URL answers its public
+# health endpoint, GET URL/_tollgate/health, which consumes no rate limit and touches no cache
+# (probing a gated path would spend the anonymous caller's quota). Any answer counts: a Worker
+# with a broken policy still answers, and the user then sees why.
+wait_worker_ready() {
+  wait_http_any "$1/_tollgate/health" "$2" "${3:-}"
 }
 
 # random_hex BYTES: prints BYTES random bytes as hex.

@@ -265,10 +265,57 @@ function profileSection(res) {
   return out.join("\n");
 }
 
+/** The faults scenario: per phase, answers by route (status, mode), Tollgate's own 5xx, time back
+ * to Redis mode, and whether a quota was exceeded. */
+function faultsSection(res) {
+  const f = res.faults;
+  const kv = (o) => Object.entries(o ?? {}).filter(([, v]) => v).map(([k, v]) => `${k}:${v}`).join(" ") || "–";
+  const lines = [
+    `${f.title}. ${f.policy}. Load: ${f.rate_target} req/s target from Node, at most ${f.max_in_flight} in flight (${f.requests} answers, ${f.skipped_client_backlog} skipped because ${f.max_in_flight} were in flight); each request from a new caller IP except the quota callers. Phases in order; an answer belongs to the phase its request started in. "Tollgate 5xx" are Tollgate's own (its problem types); the origin's 5xx passed through during the flap are counted apart.`,
+    "",
+    "| phase | s | req/s | p50 / p99 ms | modes (all routes) | open: status / Tollgate 5xx | local: status / Tollgate 5xx | closed: status / Tollgate 5xx | config: X-Cache / 5xx | quota: status |",
+    "| --- | ---: | ---: | ---: | --- | --- | --- | --- | --- | --- |",
+  ];
+  for (const [name, p] of Object.entries(f.phases)) {
+    const r = p.by_route;
+    const cell = (x) => `${kv(x.status)} / ${x.tollgate_5xx}`;
+    lines.push(
+      `| ${name} | ${p.seconds} | ${p.rps} | ${p.p50_ms ?? "–"} / ${p.p99_ms ?? "–"} | ${kv(p.mode)} | ${cell(r.open)} | ${cell(r.local)} | ${cell(r.closed)} | ${kv(r.config.x_cache)} / ${r.config.tollgate_5xx + r.config.origin_5xx} | ${kv(r.quota.status)} |`,
+    );
+  }
+  lines.push("", "| route (failure policy) | requests | Tollgate 5xx | of which 503 problem+json | origin 5xx passed through | no answer |", "| --- | ---: | ---: | ---: | ---: | ---: |");
+  const policyOf = { open: "open", local: "local", closed: "closed", quota: "local", config: "local (cached)", unrouted: "local (default)" };
+  for (const [route, x] of Object.entries(f.per_route_5xx)) {
+    lines.push(`| ${route} (${policyOf[route] ?? "?"}) | ${x.requests} | ${x.tollgate_5xx} | ${x.tollgate_503_problem} | ${x.origin_5xx} | ${x.no_answer} |`);
+  }
+  const back = (b) => Object.entries(b).map(([r, s]) => `${r} ${s === null ? "not within 15 s" : `${s.toFixed(2)} s`}`).join(", ");
+  lines.push(
+    "",
+    `Back to Redis mode for good (per route, from the end of the fault to the first \`X-Tollgate-Mode: redis\` answer after which every answer for 2 s was decided in Redis; "not within 15 s" = it never held): after Redis restarted — ${back(f.back_to_redis_s["redis-back"])}; after the 200 ms delay ended — ${back(f.back_to_redis_s["slow-back"])}.`,
+    "",
+    `Quota (100 per hour, fixed window, per caller, across every phase): ${Object.entries(f.quota).map(([ip, q]) => `${ip} allowed ${q.allowed} of ${q.requests}`).join("; ")} — **${f.quota_callers_over_limit === 0 ? "no caller was allowed more than its quota" : `${f.quota_callers_over_limit} caller(s) allowed more than the quota`}**.`,
+    "",
+    `Health afterwards: status ${f.health_after.status}, mode ${f.health_after.mode}, breaker ${f.health_after.breaker}. Delay proxy: ${f.proxy.round_trips} round trips, ${f.proxy.commands} commands, ${f.proxy.refused} refused, ${f.proxy.upstream_errors} upstream errors.`,
+  );
+  return lines.join("\n");
+}
+
 export function renderMarkdown(res) {
   const o = res.options;
   const m = res.machine;
   const v = res.versions;
+  if (res.faults_only) {
+    const out = [
+      `# Tollgate under faults — ${res.started_at?.slice(0, 10)}`,
+      "",
+      `Machine: ${m.nproc} × ${m.cpu_model}, ${m.mem_total_mb} MB, Linux ${m.kernel}; load average at start ${m.loadavg_at_start?.map((x) => x.toFixed(2)).join(" ")}. workerd ${v.workerd} (raw \`workerd serve\`), ${v.redis_server?.split(" ").slice(0, 3).join(" ")}, node ${v.node}. Build: ${res.build?.status}. Total run time ${res.total_seconds ?? "?"} s.`,
+    ];
+    if (res.error) out.push("", `**The run failed:** \`${res.error.split("\n")[0]}\` — the numbers below are partial.`);
+    if (res.faults) out.push("", "## faults", "", faultsSection(res));
+    if (res.warnings?.length) out.push("", "## Warnings", "", ...res.warnings.map((w) => `- ${w}`));
+    out.push("");
+    return out.join("\n");
+  }
   const parts = [
     `# Tollgate vs the peer — ${res.started_at?.slice(0, 10)}`,
     "",
@@ -287,6 +334,7 @@ export function renderMarkdown(res) {
     parts.push("", `### ${id} — ${sc.title}`, "", sc.what, "", detailTable(sc));
   }
   if (res.stampede) parts.push("", "### stampede — Stampede on a cold key", "", stampedeTable(res));
+  if (res.faults) parts.push("", "### faults — Tollgate under faults", "", faultsSection(res));
   parts.push("", "## CPU per request", "", "workerd process CPU time (all threads, from /proc) per completed request; it includes the HTTP server and subrequest work of workerd, not only the Worker's code.", "", cpuTable(res));
   if (res.profile) parts.push("", "## Where Tollgate's CPU goes", "", profileSection(res));
   parts.push("", "## Size and start-up", "", sizeSection(res));

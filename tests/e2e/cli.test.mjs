@@ -236,6 +236,35 @@ test("limits: show, override, enforce, reset", async () => {
   await tollgate(["limits", "reset", subject]);
 });
 
+test("limits show: a subject whose key is PRO shows PRO, and every limit line names the tier it is for", async () => {
+  const subject = "cli_e2e_pro";
+  const pro = await tollgateJson(["keys", "create", "--subject", subject, "--tier", "PRO"]);
+  const shown = await tollgate(["limits", "show", subject]);
+  assert.equal(shown.code, 0, describe(["limits", "show"], shown));
+  assert.match(shown.stdout, new RegExp(`^credentials\\s+API key ${pro.id} \\(PRO\\)$`, "m"));
+  assert.match(shown.stdout, /^tier\s+PRO$/m);
+  assert.match(shown.stdout, /^tier-pro-1h\s+tier:PRO\s+sliding_window\s+1000\s/m);
+  assert.doesNotMatch(shown.stdout, /BASIC/);
+  const json = await tollgateJson(["limits", "show", subject]);
+  assert.equal(json.tier, "PRO");
+  assert.deepEqual(json.credential_tiers, ["PRO"]);
+  assert.equal(json.limits.find((l) => l.scope === "tier").tier, "PRO");
+
+  // A second key of another tier: a line for each tier.
+  const basic = await tollgateJson(["keys", "create", "--subject", subject, "--tier", "BASIC"]);
+  const both = await tollgate(["limits", "show", subject]);
+  assert.equal(both.code, 0, describe(["limits", "show"], both));
+  assert.match(both.stdout, /^tier\s+BASIC, PRO$/m);
+  assert.match(both.stdout, new RegExp(`^credentials\\s+API keys .*${basic.id} \\(BASIC\\)`, "m"));
+  assert.match(both.stdout, /^tier-basic-1h\s+tier:BASIC\s/m);
+  assert.match(both.stdout, /^tier-pro-1h\s+tier:PRO\s/m);
+
+  // Asked for explicitly, a tier is shown as asked.
+  const asked = await tollgateJson(["limits", "show", subject, "--tier", "BASIC"]);
+  assert.equal(asked.tier, "BASIC");
+  assert.equal(asked.by_tier, undefined);
+});
+
 test("invalidate by key: the next request is a MISS", async () => {
   await getConfig("app");
   assert.equal((await getConfig("app")).headers.get("x-cache"), "HIT");

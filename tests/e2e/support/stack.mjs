@@ -13,6 +13,10 @@
 //     ...
 //   });
 //
+// With `redisDelayMs` (or `redisProxy: true`) the Worker reaches redis-rest through the delay
+// proxy (./delay-proxy.mjs), `stack.redisProxy`: a delay per round trip, counted round trips, and
+// outages without stopping redis-server (`setMode("refuse" | "blackhole")`).
+//
 // Binaries: redis-server from PATH (or REDIS_SERVER_BIN), target/debug/redis-rest (or
 // REDIS_REST_BIN), target/debug/demo-origin (or DEMO_ORIGIN_BIN); the Worker from build/index.js
 // (./scripts/build-worker). Every process is a child of this one; stop() ends them, and so does
@@ -26,6 +30,8 @@ import net from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+
+import { startDelayProxy } from "./delay-proxy.mjs";
 
 export const ROOT = path.resolve(fileURLToPath(import.meta.url), "../../../..");
 export const WORKER_SCRIPT = path.join(ROOT, "build/index.js");
@@ -173,6 +179,26 @@ async function httpOk(url, init) {
   return res.ok;
 }
 
+/** Sends one inline command over RESP and resolves to the first reply line ("" on failure). */
+function redisCommand(port, line) {
+  return new Promise((resolve) => {
+    const socket = net.connect({ host: HOST, port });
+    let reply = "";
+    const done = (text) => {
+      socket.destroy();
+      resolve(text);
+    };
+    socket.setTimeout(5_000, () => done(""));
+    socket.once("error", () => done(""));
+    socket.once("connect", () => socket.write(`${line}\r\n`));
+    socket.on("data", (chunk) => {
+      reply += chunk.toString();
+      const end = reply.indexOf("\r\n");
+      if (end >= 0) done(reply.slice(0, end));
+    });
+  });
+}
+
 /** Sends PING over RESP and resolves true on +PONG. */
 function redisPing(port) {
   return new Promise((resolve) => {
@@ -242,8 +268,16 @@ async function startRedis(dir) {
     get pid() {
       return proc && !proc.exited ? proc.pid : null;
     },
-    /** Stops redis-server (an outage); redis-rest stays up and reports errors meanwhile. */
-    async stop() {
+    /**
+     * Stops redis-server (an outage); redis-rest stays up and reports errors meanwhile. With
+     * `{ keepData: true }` the data is saved first and loaded again by start(), as a real Redis
+     * that restarts keeps its state; otherwise it comes back empty.
+     */
+    async stop({ keepData = false } = {}) {
+      if (keepData && proc && !proc.exited) {
+        const reply = await redisCommand(port, "SAVE");
+        if (reply !== "+OK") throw new Error(`redis-server SAVE: ${reply}`);
+      }
       await proc?.stop();
     },
     /** Starts redis-server again on the same port, empty (persistence is off). */
@@ -391,11 +425,16 @@ async function startWorker(bindings, miniflareOptions) {
  * @param {boolean} [options.origin=true]  the demo origin (ORIGIN_URL points at it)
  * @param {boolean} [options.worker=true]  the built Worker in Miniflare
  * @param {object} [options.miniflare]     extra Miniflare options, merged last
+ * @param {number} [options.redisDelayMs]  put the delay proxy between the Worker and redis-rest,
+ *                                         delaying each round trip this long (changeable later)
+ * @param {boolean} [options.redisProxy]   the delay proxy without a delay (implied by redisDelayMs)
  */
 export async function startStack({
   policy,
   vars = {},
   redis = true,
+  redisDelayMs,
+  redisProxy = redisDelayMs !== undefined,
   origin = true,
   worker = true,
   miniflare = {},
@@ -412,6 +451,8 @@ export async function startStack({
     jwtSecret: randomBytes(32).toString("hex"),
     redis: null,
     redisRest: null,
+    /** The delay proxy between the Worker and redis-rest, when asked for. */
+    redisProxy: null,
     origin: null,
     mf: null,
     async fetch(pathname, init) {
@@ -422,8 +463,10 @@ export async function startStack({
       const procs = [stack.redisRest?.[PROC], stack.origin?.[PROC], stack.redis?.[PROC]];
       const mf = stack.mf;
       stack.mf = null;
+      const proxy = stack.redisProxy;
+      stack.redisProxy = null;
       await Promise.allSettled([
-        mf?.dispose(),
+        Promise.resolve(mf?.dispose()).finally(() => proxy?.close()),
         ...procs.filter(Boolean).map((proc) => proc.stop()),
       ]);
       await rm(dir, { recursive: true, force: true });
@@ -435,6 +478,9 @@ export async function startStack({
     if (redis) {
       stack.redis = await startRedis(dir);
       stack.redisRest = await startRedisRest(stack.redis.port);
+      if (redisProxy) {
+        stack.redisProxy = await startDelayProxy({ target: stack.redisRest.url, delayMs: redisDelayMs ?? 0, host: HOST });
+      }
     }
     if (origin) stack.origin = await startOrigin();
     if (worker) {
@@ -443,7 +489,7 @@ export async function startStack({
         TOLLGATE_JWT_SECRET: stack.jwtSecret,
         ...(stack.redisRest
           ? {
-              UPSTASH_REDIS_REST_URL: stack.redisRest.url,
+              UPSTASH_REDIS_REST_URL: (stack.redisProxy ?? stack.redisRest).url,
               UPSTASH_REDIS_REST_TOKEN: stack.redisRest.token,
             }
           : { REDIS_ENABLED: "false" }),
