@@ -1,15 +1,75 @@
 //! The Redis key namespace: `{namespace}:{feature}:{version}:{key}`, and identifier hashing.
 //!
 //! Caller identifiers (user ids, IP addresses, API keys, tokens) never appear raw in a key or a
-//! value: they pass through [`hash_identifier`] first. Keys that one script touches together
+//! value: they pass through an [`IdentifierHasher`] first. Keys that one script touches together
 //! share a hash tag (`{…}`), so they live in one Redis Cluster slot.
 
+use std::fmt;
+
+use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
 
 /// Version segment of every key; bumped when a stored format changes incompatibly.
 pub const VERSION: &str = "v1";
 
-/// Lowercase hex SHA-256 of `kind:raw` (`kind` keeps `ip:1.2.3.4` and `user:1.2.3.4` apart).
+/// Hashes caller identifiers: HMAC-SHA256 keyed by the deployment's `TOLLGATE_HASH_SECRET`, or
+/// plain SHA-256 without one.
+///
+/// The IPv4 space is small enough to hash whole, so a plain hash in Redis gives the address
+/// away; a keyed one does not, without the secret. Hashes are stable for one secret (Redis keys
+/// survive restarts and are shared by every isolate); a new secret gives every caller new keys.
+#[derive(Clone)]
+pub struct IdentifierHasher {
+    /// The HMAC state after absorbing the key, cloned for each hash; `None` hashes plainly.
+    keyed: Option<Hmac<Sha256>>,
+}
+
+impl IdentifierHasher {
+    /// Plain SHA-256: what a deployment without `TOLLGATE_HASH_SECRET` gets.
+    pub fn plain() -> Self {
+        Self { keyed: None }
+    }
+
+    /// HMAC-SHA256 keyed by `secret`; an empty or absent secret hashes plainly.
+    pub fn new(secret: Option<&[u8]>) -> Self {
+        let keyed = secret.filter(|s| !s.is_empty()).and_then(|s| Hmac::<Sha256>::new_from_slice(s).ok());
+        Self { keyed }
+    }
+
+    /// Whether hashes are keyed by a secret.
+    pub fn is_keyed(&self) -> bool {
+        self.keyed.is_some()
+    }
+
+    /// Lowercase hex hash of `kind:raw` (`kind` keeps `ip:1.2.3.4` and `user:1.2.3.4` apart).
+    pub fn hash(&self, kind: &str, raw: &str) -> String {
+        match &self.keyed {
+            Some(mac) => {
+                let mut mac = mac.clone();
+                mac.update(kind.as_bytes());
+                mac.update(b":");
+                mac.update(raw.as_bytes());
+                hex::encode(mac.finalize().into_bytes())
+            }
+            None => hash_identifier(kind, raw),
+        }
+    }
+}
+
+impl Default for IdentifierHasher {
+    fn default() -> Self {
+        Self::plain()
+    }
+}
+
+impl fmt::Debug for IdentifierHasher {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("IdentifierHasher").field("keyed", &self.is_keyed()).finish()
+    }
+}
+
+/// Lowercase hex SHA-256 of `kind:raw`, unkeyed: [`IdentifierHasher::plain`]'s hash. Callers on
+/// the request path hash through the deployment's [`IdentifierHasher`] instead.
 pub fn hash_identifier(kind: &str, raw: &str) -> String {
     let mut h = Sha256::new();
     h.update(kind.as_bytes());
@@ -180,6 +240,40 @@ mod tests {
         assert_eq!(ip.len(), 64);
         assert_ne!(ip, hash_identifier("user", "10.0.0.1"));
         assert!(!ip.contains("10.0.0.1"));
+    }
+
+    #[test]
+    fn without_a_secret_the_hash_is_plain_sha256() {
+        for hasher in [IdentifierHasher::plain(), IdentifierHasher::new(None), IdentifierHasher::new(Some(b""))] {
+            assert!(!hasher.is_keyed());
+            assert_eq!(hasher.hash("ip", "10.0.0.1"), hex::encode(Sha256::digest(b"ip:10.0.0.1")));
+        }
+    }
+
+    #[test]
+    fn a_secret_keys_the_hash_with_hmac_sha256() {
+        let hasher = IdentifierHasher::new(Some(b"deployment-secret"));
+        assert!(hasher.is_keyed());
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"deployment-secret").unwrap();
+        mac.update(b"ip:10.0.0.1");
+        let expected = hex::encode(mac.finalize().into_bytes());
+        assert_eq!(hasher.hash("ip", "10.0.0.1"), expected);
+        assert_ne!(expected, hash_identifier("ip", "10.0.0.1"));
+        assert_ne!(hasher.hash("ip", "10.0.0.1"), hasher.hash("user", "10.0.0.1"));
+    }
+
+    #[test]
+    fn keyed_hashes_are_stable_for_one_secret_and_change_with_it() {
+        let a = IdentifierHasher::new(Some(b"one"));
+        assert_eq!(a.hash("user", "u1"), IdentifierHasher::new(Some(b"one")).hash("user", "u1"));
+        assert_eq!(a.hash("user", "u1"), a.clone().hash("user", "u1"));
+        assert_ne!(a.hash("user", "u1"), IdentifierHasher::new(Some(b"two")).hash("user", "u1"));
+    }
+
+    #[test]
+    fn the_secret_never_shows_in_debug_output() {
+        let text = format!("{:?}", IdentifierHasher::new(Some(b"very-secret")));
+        assert_eq!(text, "IdentifierHasher { keyed: true }");
     }
 
     #[test]

@@ -17,8 +17,13 @@ use std::rc::{Rc, Weak};
 
 use crate::clock::Sleeper;
 
-/// How often a follower looks at the slot, ms.
+/// How soon a follower first looks at the slot, ms; each later look waits half again as long, up
+/// to [`MAX_POLL_MS`]. A burst of a hundred followers polling every 10 ms would keep the isolate
+/// busy enough to delay the leader's own answer.
 pub const POLL_MS: u32 = 10;
+
+/// The longest wait between two looks of a follower, ms.
+pub const MAX_POLL_MS: u32 = 100;
 
 /// Where a run stands.
 #[derive(Debug)]
@@ -61,7 +66,7 @@ where
     }
 
     /// Runs `make()` for `key` unless a run for `key` is already in flight, in which case this
-    /// call waits (on `sleeper`, every [`POLL_MS`]) for that run's result; every caller gets a
+    /// call waits (on `sleeper`, from [`POLL_MS`] up to [`MAX_POLL_MS`]) for that run's result; every caller gets a
     /// clone of the one result.
     pub async fn run<F, Fut, S>(&self, key: K, make: F, sleeper: &S) -> V
     where
@@ -69,6 +74,7 @@ where
         Fut: Future<Output = V>,
         S: Sleeper + ?Sized,
     {
+        let mut poll = POLL_MS;
         loop {
             let existing = self.flights.borrow().get(&key).cloned();
             let Some(slot) = existing else { break };
@@ -78,7 +84,8 @@ where
                     Slot::Abandoned => break,
                     Slot::Pending => {}
                 }
-                sleeper.sleep(POLL_MS).await;
+                sleeper.sleep(poll).await;
+                poll = (poll + poll / 2).min(MAX_POLL_MS);
             }
         }
         let slot = Rc::new(RefCell::new(Slot::Pending));
@@ -172,7 +179,9 @@ mod tests {
         );
         assert_eq!(calls.get(), 1);
         assert!(results.iter().all(|r| r.as_deref() == Ok("body")));
-        assert_eq!(timer.clock.now_ms(), 100, "everyone waited for the one run");
+        let done = timer.clock.now_ms();
+        assert!((100..=100 + u64::from(MAX_POLL_MS)).contains(&done), "everyone waited for the one run: {done}");
+        assert!(timer.sleeps.get() <= 50 * 8, "followers back off: {} looks", timer.sleeps.get());
         assert!(sf.is_empty(), "the key is removed when the run ends");
     }
 

@@ -8,7 +8,6 @@
 //! shares one bucket and cannot add quota.
 
 use crate::identity::{self, client_ip, Credential, Identity, RegistryError};
-use crate::keys::hash_identifier;
 use crate::policy::{FailurePolicy, Tier};
 
 use super::error::GateError;
@@ -33,23 +32,20 @@ pub async fn identify<P: Platform>(
     let policy = &services.config.policy;
     let credential = identity::credential_from(|name| req.header(name).map(str::to_owned), &policy.identity)
         .map_err(GateError::Auth)?;
+    let ids = &services.identifier;
+    let ip_group = || client_ip::ip_group(req.header(client_ip::HEADER), policy.identity.ipv6_prefix);
     let identity = match credential {
-        Credential::Anonymous(group) => Identity::anonymous(&group, policy),
+        Credential::Anonymous(group) => ids.anonymous(&group, policy),
         Credential::Jwt(token) => {
-            let now_s = services.clock.now_ms() / 1000;
-            let secret = services.config.jwt_secret.as_deref().map(str::as_bytes);
-            identity::identify_jwt(&token, secret, policy, now_s).map_err(GateError::Auth)?
+            ids.identify_token(&token, &ip_group(), policy, services.clock.now_ms()).await.map_err(GateError::Auth)?
         }
         Credential::ApiKey(key) => match services.registry.resolve(&key).await {
             Ok(record) => Identity::from_key(&record, policy),
-            Err(RegistryError::Unavailable(_)) if failure != FailurePolicy::Closed => {
-                let group = client_ip::ip_group(req.header(client_ip::HEADER), policy.identity.ipv6_prefix);
-                Identity {
-                    subject_hash: hash_identifier("unverified", &group),
-                    tier: policy.default_tier.clone(),
-                    kind: identity::CallerKind::Anonymous,
-                }
-            }
+            Err(RegistryError::Unavailable(_)) if failure != FailurePolicy::Closed => Identity {
+                subject_hash: ids.hasher().hash("unverified", &ip_group()),
+                tier: policy.default_tier.clone(),
+                kind: identity::CallerKind::Anonymous,
+            },
             Err(e) => return Err(e.into()),
         },
     };

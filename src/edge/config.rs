@@ -25,8 +25,12 @@ pub struct Config {
     pub origin_url: Option<String>,
     /// `TOLLGATE_ADMIN_TOKEN`; `None` disables the admin API (404).
     pub admin_token: Option<String>,
-    /// `TOLLGATE_JWT_SECRET`; `None` refuses every JWT.
+    /// `TOLLGATE_JWT_SECRET`; `None` refuses every HS256 JWT.
     pub jwt_secret: Option<String>,
+    /// `TOLLGATE_JWKS_URL`, split at commas; empty refuses every ES256, RS256 and EdDSA JWT.
+    pub jwks_urls: Vec<String>,
+    /// `TOLLGATE_HASH_SECRET`; `None` hashes identifiers with plain SHA-256.
+    pub hash_secret: Option<String>,
     /// The validated policy.
     pub policy: Policy,
     /// First 12 hex digits of the SHA-256 of `TOLLGATE_POLICY` as given (`default` when unset).
@@ -90,12 +94,24 @@ impl Config {
             None => None,
         };
 
+        let jwks_urls = match nonempty("TOLLGATE_JWKS_URL") {
+            Some(list) => list
+                .split(',')
+                .map(str::trim)
+                .filter(|u| !u.is_empty())
+                .map(|u| http_url("TOLLGATE_JWKS_URL", u))
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
+
         Ok(Self {
             redis,
             memory_reason,
             origin_url,
             admin_token: nonempty("TOLLGATE_ADMIN_TOKEN"),
             jwt_secret: nonempty("TOLLGATE_JWT_SECRET"),
+            jwks_urls,
+            hash_secret: nonempty("TOLLGATE_HASH_SECRET"),
             policy,
             policy_version,
         })
@@ -154,6 +170,32 @@ mod tests {
     fn a_bad_origin_url_is_an_error_naming_the_variable() {
         let e = Config::from_env(env(&[("ORIGIN_URL", "127.0.0.1:8788")])).unwrap_err();
         assert!(e.to_string().starts_with("ORIGIN_URL:"), "{e}");
+    }
+
+    #[test]
+    fn jwks_urls_are_a_comma_separated_list_of_http_urls() {
+        let c = Config::from_env(env(&[(
+            "TOLLGATE_JWKS_URL",
+            " https://a.supabase.co/auth/v1/.well-known/jwks.json , http://127.0.0.1:8788/.well-known/jwks.json,",
+        )]))
+        .unwrap();
+        assert_eq!(
+            c.jwks_urls,
+            ["https://a.supabase.co/auth/v1/.well-known/jwks.json", "http://127.0.0.1:8788/.well-known/jwks.json"]
+        );
+        assert!(Config::from_env(env(&[])).unwrap().jwks_urls.is_empty());
+        let e = Config::from_env(env(&[("TOLLGATE_JWKS_URL", "https://a.example/jwks, ftp://b.example/jwks")]))
+            .unwrap_err();
+        assert!(e.to_string().starts_with("TOLLGATE_JWKS_URL:"), "{e}");
+    }
+
+    #[test]
+    fn the_hash_secret_is_read_when_set() {
+        assert_eq!(
+            Config::from_env(env(&[("TOLLGATE_HASH_SECRET", " s3 ")])).unwrap().hash_secret.as_deref(),
+            Some("s3")
+        );
+        assert_eq!(Config::from_env(env(&[("TOLLGATE_HASH_SECRET", "")])).unwrap().hash_secret, None);
     }
 
     #[test]

@@ -61,6 +61,11 @@ impl GateError {
     /// The problem to answer with.
     pub fn problem(&self) -> Problem {
         match self {
+            GateError::Auth(e @ AuthError::KeysUnavailable) => {
+                Problem::new(ProblemKind::SigningKeysUnavailable, e.detail())
+                    .with("reason", e.as_str())
+                    .with_header("retry-after", "5")
+            }
             GateError::Auth(e) => Problem::unauthorized(e.detail()).with("reason", e.as_str()),
             GateError::KeysNeedRedis => Problem::unauthorized("API keys need Redis; Tollgate runs in memory mode")
                 .with("reason", "not_configured"),

@@ -39,6 +39,8 @@ pub enum ProblemKind {
     RedisRequired,
     /// `503`: the operation could not reach Redis.
     RedisUnavailable,
+    /// `503`: no JWT key set could be fetched yet, so a token cannot be checked.
+    SigningKeysUnavailable,
     /// `504`: the origin did not answer in time.
     OriginTimeout,
 }
@@ -61,6 +63,7 @@ impl ProblemKind {
             ProblemKind::KeyRegistryUnavailable => "key-registry-unavailable",
             ProblemKind::RedisRequired => "redis-required",
             ProblemKind::RedisUnavailable => "redis-unavailable",
+            ProblemKind::SigningKeysUnavailable => "signing-keys-unavailable",
             ProblemKind::OriginTimeout => "origin-timeout",
         }
     }
@@ -82,6 +85,7 @@ impl ProblemKind {
             ProblemKind::KeyRegistryUnavailable => "API key registry unavailable",
             ProblemKind::RedisRequired => "Redis required",
             ProblemKind::RedisUnavailable => "Redis unavailable",
+            ProblemKind::SigningKeysUnavailable => "Signing keys unavailable",
             ProblemKind::OriginTimeout => "Origin timed out",
         }
     }
@@ -101,7 +105,8 @@ impl ProblemKind {
             ProblemKind::LimiterUnavailable
             | ProblemKind::KeyRegistryUnavailable
             | ProblemKind::RedisRequired
-            | ProblemKind::RedisUnavailable => 503,
+            | ProblemKind::RedisUnavailable
+            | ProblemKind::SigningKeysUnavailable => 503,
             ProblemKind::OriginTimeout => 504,
         }
     }
@@ -218,6 +223,7 @@ mod tests {
             KeyRegistryUnavailable,
             RedisRequired,
             RedisUnavailable,
+            SigningKeysUnavailable,
             OriginTimeout,
         ];
         let slugs: std::collections::HashSet<_> = all.iter().map(|k| k.slug()).collect();

@@ -54,9 +54,8 @@ pub fn upstream_request_headers(headers: &[(String, String)], caller: Option<&Fo
             !(is_hop_by_hop(&lower, &listed)
                 || lower == "host"
                 || lower == "content-length"
-                || lower == "x-api-key"
                 || lower.starts_with(TRUSTED_PREFIX)
-                || (lower == "authorization" && is_tollgate_key_bearer(v)))
+                || crate::identity::is_tollgate_credential(&lower, v))
         })
         .cloned()
         .collect();
@@ -82,11 +81,6 @@ pub fn shared_fill_headers(headers: &[(String, String)]) -> Vec<(String, String)
         .collect();
     out.push(("x-tollgate-caller".into(), "cache".into()));
     out
-}
-
-/// Whether an `Authorization` value carries a Tollgate API key (not for the origin to see).
-fn is_tollgate_key_bearer(value: &str) -> bool {
-    value.strip_prefix("Bearer ").or_else(|| value.strip_prefix("bearer ")).is_some_and(|t| t.trim().starts_with("tg_"))
 }
 
 /// Response headers passed back to the caller: hop-by-hop headers removed, and, when the body
@@ -147,6 +141,20 @@ mod tests {
         assert!(out.is_empty());
         let out = upstream_request_headers(&h(&[("authorization", "Bearer a.b.c")]), None);
         assert_eq!(out, h(&[("authorization", "Bearer a.b.c")]));
+    }
+
+    #[test]
+    fn api_keys_are_stripped_however_the_scheme_is_spelled() {
+        for value in ["BEARER tg_abc_def", "bearer\ttg_abc_def", "  Bearer   tg_abc_def ", "bEaReR tg_x"] {
+            let out = upstream_request_headers(&h(&[("authorization", value), ("accept", "*/*")]), None);
+            assert_eq!(out, h(&[("accept", "*/*")]), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn supabase_apikey_and_jwt_headers_reach_the_origin_untouched() {
+        let sent = h(&[("authorization", "Bearer h.p.s"), ("apikey", "sb_publishable_abc"), ("cookie", "sb-x=1")]);
+        assert_eq!(upstream_request_headers(&sent, None), sent);
     }
 
     #[test]

@@ -30,7 +30,12 @@ impl<P: Platform> Edge<P> {
         clock: Rc<dyn Clock>,
         random: Rc<dyn Random>,
     ) -> Self {
-        Self { services: Rc::new(Services::new(config, transport, origin, sleeper, clock, random)) }
+        Self::from_services(Services::new(config, transport, origin, sleeper, clock, random))
+    }
+
+    /// The edge over services built by the caller (with key sets, say).
+    pub fn from_services(services: Services<P>) -> Self {
+        Self { services: Rc::new(services) }
     }
 
     /// The isolate's shared services.

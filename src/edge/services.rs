@@ -11,7 +11,9 @@ use std::rc::Rc;
 
 use crate::cache::{CacheAside, CacheDeps, IsolateState, Origin};
 use crate::clock::{Clock, Random, Sleeper};
-use crate::identity::KeyRegistry;
+use crate::identity::jwks::{KeySets, KeySource};
+use crate::identity::verify::SignatureVerifier;
+use crate::identity::{Identifier, KeyRegistry};
 use crate::keys::Keys;
 use crate::limiter::{BlockCache, Decision, MemoryLimiter};
 use crate::redis::{Breaker, Client, Transport};
@@ -150,6 +152,8 @@ pub struct Services<P: Platform> {
     pub random: Rc<dyn Random>,
     /// The API-key registry.
     pub registry: KeyRegistry<P::Transport, P::Sleeper>,
+    /// Subject hashing and token checks.
+    pub identifier: Identifier,
     /// Local limiter state.
     pub limits: LocalLimits,
     /// Counters since the last flush.
@@ -195,6 +199,7 @@ impl<P: Platform> Services<P> {
             u64::from(policy.identity.api_key_cache_ms),
         );
         let started_ms = clock.now_ms();
+        let identifier = Identifier::new(config.hash_secret.as_deref(), config.jwt_secret.as_deref(), None);
         Self {
             config,
             keys,
@@ -204,11 +209,23 @@ impl<P: Platform> Services<P> {
             clock,
             random,
             registry,
+            identifier,
             limits: LocalLimits::new(),
             stats: RefCell::new(Stats::default()),
             wire_seen: Cell::new((0, 0)),
             started_ms,
         }
+    }
+
+    /// The same services checking ES256, RS256 and EdDSA tokens against the key sets of
+    /// `TOLLGATE_JWKS_URL` (when set), fetched through `source` and checked with `verifier`.
+    pub fn with_key_sets(mut self, source: Rc<dyn KeySource>, verifier: Rc<dyn SignatureVerifier>) -> Self {
+        if !self.config.jwks_urls.is_empty() {
+            let interval = u64::from(self.config.policy.identity.jwks_refetch_interval_ms);
+            let sets = KeySets::new(&self.config.jwks_urls, source, verifier, interval);
+            self.identifier = self.identifier.with_key_sets(sets);
+        }
+        self
     }
 
     /// Takes the counters to flush, the Redis traffic since the last flush included.

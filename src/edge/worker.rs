@@ -16,17 +16,20 @@ use crate::edge::config::Config;
 use crate::edge::events::{KEEPALIVE, KEEPALIVE_MS};
 use crate::edge::http::{split_url, EdgeRequest, EdgeResponse};
 use crate::edge::problem::{Problem, ProblemKind};
-use crate::edge::{Edge, EventsPlan, Outcome, Platform, ProxyPlan};
+use crate::edge::{Edge, EventsPlan, Outcome, Platform, ProxyPlan, Services};
+use crate::identity::web::{FetchKeySource, WebCryptoVerifier};
 use crate::redis::{BudgetConfig, FetchTransport};
 
 /// The variables the Worker reads; their values together key the isolate's gate.
-const VARS: [&str; 7] = [
+const VARS: [&str; 9] = [
     "UPSTASH_REDIS_REST_URL",
     "UPSTASH_REDIS_REST_TOKEN",
     "REDIS_ENABLED",
     "ORIGIN_URL",
     "TOLLGATE_ADMIN_TOKEN",
     "TOLLGATE_JWT_SECRET",
+    "TOLLGATE_JWKS_URL",
+    "TOLLGATE_HASH_SECRET",
     "TOLLGATE_POLICY",
 ];
 
@@ -95,8 +98,9 @@ fn gate_for_values(env: &Env) -> Result<Rc<WorkerGate>, String> {
         ),
         None => None,
     };
-    let gate =
-        Rc::new(Edge::new(config, transport, origin, WorkerSleeper, Rc::new(SystemClock), Rc::new(SystemRandom)));
+    let services = Services::new(config, transport, origin, WorkerSleeper, Rc::new(SystemClock), Rc::new(SystemRandom))
+        .with_key_sets(Rc::new(FetchKeySource), Rc::new(WebCryptoVerifier::default()));
+    let gate = Rc::new(Edge::from_services(services));
     GATE.with(|g| *g.borrow_mut() = Some((fingerprint, gate.clone())));
     Ok(gate)
 }

@@ -77,10 +77,9 @@ impl<T: Transport + Clone + 'static, S: Sleeper + 'static> KeyRegistry<T, S> {
             return cached.map_err(RegistryError::Refused);
         }
         let redis = self.redis.as_ref().ok_or(RegistryError::NotConfigured)?;
-        let command = api_key::lookup_command(&self.keys, &hash);
-        let client = redis.clone();
-        let reply =
-            self.flights.run(hash.clone(), || async move { client.command(command).await }, &*self.sleeper).await;
+        // A lookup waits up to the budget's ceiling: in a cold burst the isolate itself is the
+        // queue, and a slow answer is not a missing one (a failed one demotes the caller).
+        let reply = self.lookup(redis, &hash).await;
         let outcome = match reply {
             Ok(reply) => api_key::parse_lookup(&reply),
             Err(e) => {
@@ -89,6 +88,13 @@ impl<T: Transport + Clone + 'static, S: Sleeper + 'static> KeyRegistry<T, S> {
         };
         self.cache.borrow_mut().put(&hash, outcome.clone(), self.clock.now_ms());
         outcome.map_err(RegistryError::Refused)
+    }
+
+    /// One lookup of `hash` in the registry, shared by every concurrent caller of this isolate.
+    async fn lookup(&self, redis: &Client<T>, hash: &str) -> Result<Reply, RedisError> {
+        let command = api_key::lookup_command(&self.keys, hash);
+        let client = redis.clone();
+        self.flights.run(hash.to_owned(), || async move { client.command_patient(command).await }, &*self.sleeper).await
     }
 
     /// Creates a key for `subject_hash` in `tier`: the plaintext (shown once) and its record.

@@ -101,6 +101,12 @@ pub fn policy() -> Policy {
             jwt_leeway_s: 30,
             api_key_cache_ms: 30_000,
             ipv6_prefix: 64,
+            issuers: Vec::new(),
+            audiences: Vec::new(),
+            subject_claim: vec!["sub".to_owned()],
+            anonymous_roles: vec!["anon".to_owned()],
+            token_cookie: None,
+            jwks_refetch_interval_ms: 30_000,
         },
         cache: CacheSettings {
             isolate_ttl_ms: 2_000,

@@ -279,6 +279,18 @@ pub struct IdentitySettings {
     pub api_key_cache_ms: u32,
     /// IPv6 callers are grouped by this prefix length (64).
     pub ipv6_prefix: u8,
+    /// Accepted `iss` values; empty: not checked.
+    pub issuers: Vec<String>,
+    /// Accepted `aud` values, one of which the token must carry; empty: not checked.
+    pub audiences: Vec<String>,
+    /// Path of the claim naming the user (`sub` → `["sub"]`).
+    pub subject_claim: Vec<String>,
+    /// `role` values that make a validly signed token the anonymous caller (Supabase's anon key).
+    pub anonymous_roles: Vec<String>,
+    /// Cookie read for the token when no `Authorization` header is present.
+    pub token_cookie: Option<String>,
+    /// Shortest time between two fetches of one key set, ms.
+    pub jwks_refetch_interval_ms: u32,
 }
 
 /// Cache-wide settings.

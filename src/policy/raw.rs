@@ -34,7 +34,10 @@
 //!   "redis": { "budget_floor": "500ms", "budget_ceiling": "5s", "breaker_failures": 5,
 //!              "breaker_failure_rate": 0.5, "breaker_window": "10s", "breaker_cooldown": "5s" },
 //!   "identity": { "tier_claim": "app_metadata.tier", "jwt_leeway": "30s", "api_key_cache": "30s",
-//!                 "ipv6_prefix": 64 },
+//!                 "ipv6_prefix": 64, "issuers": ["https://example.supabase.co/auth/v1"],
+//!                 "audiences": ["authenticated"], "subject_claim": "sub",
+//!                 "anonymous_roles": ["anon"], "token_cookie": "sb-example-auth-token",
+//!                 "jwks_refetch_interval": "30s" },
 //!   "cache": { "isolate_ttl": "2s", "isolate_capacity": 256, "max_body_bytes": 1048576,
 //!              "compress_min_bytes": 1024, "lock_ttl": "5s", "lock_wait": "2s",
 //!              "origin_timeout": "5s", "early_refresh_beta": 1.0 },
@@ -251,6 +254,24 @@ pub struct RawIdentity {
     /// IPv6 prefix length anonymous callers are grouped by.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ipv6_prefix: Option<u64>,
+    /// Accepted `iss` values of a JWT; empty or left out: not checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub issuers: Option<Vec<String>>,
+    /// Accepted `aud` values (one must match); empty or left out: not checked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audiences: Option<Vec<String>>,
+    /// Dotted path of the JWT claim naming the user (`sub`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub subject_claim: Option<String>,
+    /// `role` claim values that make a validly signed JWT the anonymous caller (`["anon"]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub anonymous_roles: Option<Vec<String>>,
+    /// Cookie holding the token when no `Authorization` header is sent (Supabase SSR).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub token_cookie: Option<String>,
+    /// Shortest time between two fetches of a key set (an unknown `kid` refetches at most this often).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub jwks_refetch_interval: Option<RawDuration>,
 }
 
 /// Cache-wide settings.

@@ -621,14 +621,34 @@ fn redis(raw: Option<RawRedis>, mut s: RedisSettings) -> Result<RedisSettings, P
 fn identity(raw: Option<RawIdentity>, mut s: IdentitySettings) -> Result<IdentitySettings, PolicyError> {
     let Some(r) = raw else { return Ok(s) };
     if let Some(claim) = r.tier_claim {
-        let parts: Vec<String> = claim.split('.').map(str::to_owned).collect();
-        if claim.is_empty() || parts.len() > 8 || parts.iter().any(String::is_empty) {
+        s.tier_claim = claim_path(&claim, "identity.tier_claim", "app_metadata.tier")?;
+    }
+    if let Some(claim) = r.subject_claim {
+        s.subject_claim = claim_path(&claim, "identity.subject_claim", "sub")?;
+    }
+    if let Some(list) = r.issuers {
+        s.issuers = claim_values(list, "identity.issuers")?;
+    }
+    if let Some(list) = r.audiences {
+        s.audiences = claim_values(list, "identity.audiences")?;
+    }
+    if let Some(list) = r.anonymous_roles {
+        s.anonymous_roles = claim_values(list, "identity.anonymous_roles")?;
+    }
+    if let Some(name) = r.token_cookie {
+        let ok = (1..=128).contains(&name.len())
+            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b));
+        if !ok {
             return err(
-                "identity.tier_claim",
-                format!("{claim:?} must be a dotted claim path like \"app_metadata.tier\""),
+                "identity.token_cookie",
+                format!("{name:?} must be a cookie name (1 to 128 letters, digits or !#$%&'*+-.^_`|~)"),
             );
         }
-        s.tier_claim = parts;
+        s.token_cookie = Some(name);
+    }
+    if let Some(d) = r.jwks_refetch_interval {
+        let v = duration(d, "identity.jwks_refetch_interval", SECOND_MS, HOUR_MS)?;
+        s.jwks_refetch_interval_ms = u32::try_from(v).unwrap_or(s.jwks_refetch_interval_ms);
     }
     if let Some(d) = r.jwt_leeway {
         s.jwt_leeway_s = seconds(d, "identity.jwt_leeway", 10 * MINUTE_MS)?;
@@ -640,6 +660,28 @@ fn identity(raw: Option<RawIdentity>, mut s: IdentitySettings) -> Result<Identit
         s.ipv6_prefix = u8::try_from(int(p, "identity.ipv6_prefix", 32, 128)?).unwrap_or(s.ipv6_prefix);
     }
     Ok(s)
+}
+
+/// A dotted claim path (`app_metadata.tier` → `["app_metadata", "tier"]`).
+fn claim_path(claim: &str, path: &str, example: &str) -> Result<Vec<String>, PolicyError> {
+    let parts: Vec<String> = claim.split('.').map(str::to_owned).collect();
+    if claim.is_empty() || parts.len() > 8 || parts.iter().any(String::is_empty) {
+        return err(path, format!("{claim:?} must be a dotted claim path like \"{example}\""));
+    }
+    Ok(parts)
+}
+
+/// A list of claim values to compare with: each non-empty, at most 512 bytes, at most 32 of them.
+fn claim_values(list: Vec<String>, path: &str) -> Result<Vec<String>, PolicyError> {
+    if list.len() > 32 {
+        return err(path, "lists at most 32 values");
+    }
+    for (i, value) in list.iter().enumerate() {
+        if value.trim().is_empty() || value.len() > 512 {
+            return err(format!("{path}[{i}]"), "must be a non-empty string of at most 512 bytes");
+        }
+    }
+    Ok(list)
 }
 
 fn cache(raw: Option<RawCache>, mut s: CacheSettings) -> Result<CacheSettings, PolicyError> {
@@ -783,6 +825,25 @@ mod tests {
           "cors": { "allow_origins": ["*"], "max_age": "600s" }
         }"#;
         assert_eq!(parse(json).unwrap(), defaults::policy());
+    }
+
+    #[test]
+    fn identity_claims_checks_and_the_anonymous_rule_are_read() {
+        let p = parse(
+            r#"{"identity": {"issuers": ["https://x.supabase.co/auth/v1"], "audiences": ["authenticated", "api"],
+                "subject_claim": "user.id", "anonymous_roles": [], "token_cookie": "sb-x-auth-token",
+                "jwks_refetch_interval": "5s"}}"#,
+        )
+        .unwrap();
+        assert_eq!(p.identity.issuers, ["https://x.supabase.co/auth/v1"]);
+        assert_eq!(p.identity.audiences, ["authenticated", "api"]);
+        assert_eq!(p.identity.subject_claim, ["user", "id"]);
+        assert!(p.identity.anonymous_roles.is_empty());
+        assert_eq!(p.identity.token_cookie.as_deref(), Some("sb-x-auth-token"));
+        assert_eq!(p.identity.jwks_refetch_interval_ms, 5_000);
+        let d = defaults::policy().identity;
+        assert!(d.issuers.is_empty() && d.audiences.is_empty() && d.token_cookie.is_none());
+        assert_eq!((d.subject_claim, d.anonymous_roles), (vec!["sub".to_owned()], vec!["anon".to_owned()]));
     }
 
     #[test]
@@ -1056,6 +1117,15 @@ mod tests {
             (r#"{"identity":{"tier_claim":"app_metadata..tier"}}"#, "identity.tier_claim", "dotted claim path"),
             (r#"{"identity":{"jwt_leeway":"1h"}}"#, "identity.jwt_leeway", "at most 10m"),
             (r#"{"identity":{"ipv6_prefix":129}}"#, "identity.ipv6_prefix", "between 32 and 128"),
+            (r#"{"identity":{"subject_claim":""}}"#, "identity.subject_claim", "dotted claim path like \"sub\""),
+            (r#"{"identity":{"issuers":["https://a.example", " "]}}"#, "identity.issuers[1]", "non-empty string"),
+            (r#"{"identity":{"issuers":"https://a.example"}}"#, "identity.issuers", "a sequence"),
+            (r#"{"identity":{"audiences":[""]}}"#, "identity.audiences[0]", "non-empty string"),
+            (r#"{"identity":{"anonymous_roles":[7]}}"#, "identity.anonymous_roles[0]", "expected a string"),
+            (r#"{"identity":{"token_cookie":"sb auth"}}"#, "identity.token_cookie", "must be a cookie name"),
+            (r#"{"identity":{"token_cookie":""}}"#, "identity.token_cookie", "must be a cookie name"),
+            (r#"{"identity":{"jwks_refetch_interval":"500ms"}}"#, "identity.jwks_refetch_interval", "at least 1s"),
+            (r#"{"identity":{"jwks_refetch_interval":"2h"}}"#, "identity.jwks_refetch_interval", "at most 1h"),
             (r#"{"cache":{"max_body_bytes":0}}"#, "cache.max_body_bytes", "must be greater than 0"),
             (r#"{"cache":{"max_body_bytes":100000000}}"#, "cache.max_body_bytes", "between 1 and 8388608"),
             (r#"{"cache":{"lock_wait":"10s"}}"#, "cache.lock_wait", "longer than cache.lock_ttl"),

@@ -6,7 +6,15 @@
 //! the smoothed round trip and its variation over successful calls; each timeout doubles the
 //! budget (up to the ceiling) until a call succeeds again. Before the first success (a cold
 //! isolate: connection set-up, a burst queued behind it) the budget is the ceiling's half, at
-//! least the floor. A fixed timeout replaces all of this when configured. Pure: time is an input.
+//! least the floor.
+//!
+//! A burst queues behind itself: with a hundred calls in flight, the last one waits for the
+//! others, and its round trip is many times the usual one although Redis is healthy. So a call
+//! is given up only when Redis shows no progress: its deadline is `budget` after the later of its
+//! own start and the last completion of ANY call of this isolate, and never later than `ceiling`
+//! after its start ([`RttBudget::wait_ms`]). A Redis that stops answering completes nothing, and
+//! every call waiting on it fails `budget` after the last answer (at most `ceiling` after it
+//! started). A fixed timeout replaces all of this when configured. Pure: time is an input.
 
 use crate::policy::RedisSettings;
 
@@ -50,12 +58,14 @@ pub struct RttBudget {
     rttvar: f64,
     /// Timeouts since the last success (capped).
     backoff: u32,
+    /// When a call last completed, Unix ms (0: never).
+    last_completion_ms: u64,
 }
 
 impl RttBudget {
     /// A budget that has observed nothing yet.
     pub fn new(config: BudgetConfig) -> Self {
-        Self { config, srtt: None, rttvar: 0.0, backoff: 0 }
+        Self { config, srtt: None, rttvar: 0.0, backoff: 0, last_completion_ms: 0 }
     }
 
     /// The budget of the next call, ms.
@@ -70,6 +80,33 @@ impl RttBudget {
         };
         let scaled = base * f64::from(1u32 << self.backoff);
         scaled.clamp(floor, ceiling.max(floor)).round() as u32
+    }
+
+    /// How much longer a call started at `started_ms` may wait at `now_ms`, or `None` when it
+    /// has run out: `budget` past the later of its start and the last completion of any call,
+    /// capped at `ceiling` past its start (a fixed timeout: exactly `fixed` past its start).
+    pub fn wait_ms(&self, started_ms: u64, now_ms: u64) -> Option<u32> {
+        let budget = u64::from(self.next_ms());
+        let deadline = match self.config.fixed_ms {
+            Some(_) => started_ms.saturating_add(budget),
+            None => {
+                let progress = started_ms.max(self.last_completion_ms);
+                let cap = started_ms.saturating_add(u64::from(self.config.ceiling_ms.max(self.config.floor_ms)));
+                progress.saturating_add(budget).min(cap)
+            }
+        };
+        let left = deadline.checked_sub(now_ms).filter(|&ms| ms > 0)?;
+        Some(u32::try_from(left).unwrap_or(u32::MAX))
+    }
+
+    /// The longest any call may wait, ms.
+    pub fn ceiling_ms(&self) -> u32 {
+        self.config.fixed_ms.unwrap_or(self.config.ceiling_ms.max(self.config.floor_ms))
+    }
+
+    /// A call completed (with any answer) at `now_ms`: Redis is making progress.
+    pub fn completed_at(&mut self, now_ms: u64) {
+        self.last_completion_ms = self.last_completion_ms.max(now_ms);
     }
 
     /// A call succeeded after `rtt_ms`.
@@ -150,10 +187,33 @@ mod tests {
     }
 
     #[test]
+    fn a_queued_call_waits_while_others_complete_and_gives_up_when_nothing_does() {
+        let mut b = adaptive();
+        for _ in 0..20 {
+            b.observe(2);
+        }
+        assert_eq!(b.next_ms(), 500);
+        // A call started at 1000 and still queued at 1400: nothing else answered yet.
+        assert_eq!(b.wait_ms(1_000, 1_400), Some(100));
+        // Others in the burst complete at 1450 and 1900: the call may wait on.
+        b.completed_at(1_450);
+        assert_eq!(b.wait_ms(1_000, 1_600), Some(350));
+        b.completed_at(1_900);
+        assert_eq!(b.wait_ms(1_000, 2_300), Some(100));
+        // Redis stops answering: 500 ms after the last answer the call is given up.
+        assert_eq!(b.wait_ms(1_000, 2_400), None);
+        // However busy, never longer than the ceiling after the call's start.
+        b.completed_at(5_990);
+        assert_eq!(b.wait_ms(1_000, 5_995), Some(5));
+    }
+
+    #[test]
     fn a_fixed_budget_ignores_observations() {
         let mut b = RttBudget::new(BudgetConfig::fixed(50));
         b.observe(400);
         b.timed_out();
         assert_eq!(b.next_ms(), 50);
+        b.completed_at(1_040);
+        assert_eq!(b.wait_ms(1_000, 1_045), Some(5), "a fixed budget is counted from the call's start");
     }
 }

@@ -112,6 +112,13 @@ impl<T: Transport> Client<T> {
         decode_single(&reply)
     }
 
+    /// Like [`Client::command`], for a call whose timeout costs more than its wait (see
+    /// [`Transport::post_patient`]).
+    pub async fn command_patient(&self, cmd: Command) -> Result<Reply, RedisError> {
+        let reply = self.send_with("/", &cmd, 1, true).await?;
+        decode_single(&reply)
+    }
+
     /// `POST /pipeline`: several commands in one HTTP request, executed in order but not
     /// atomically; each has its own result. An empty list costs nothing.
     pub async fn pipeline(&self, cmds: Vec<Command>) -> BatchResult {
@@ -227,6 +234,16 @@ impl<T: Transport> Client<T> {
         body: &(impl Serialize + ?Sized),
         commands: usize,
     ) -> Result<HttpReply, RedisError> {
+        self.send_with(path, body, commands, false).await
+    }
+
+    async fn send_with(
+        &self,
+        path: &str,
+        body: &(impl Serialize + ?Sized),
+        commands: usize,
+        patient: bool,
+    ) -> Result<HttpReply, RedisError> {
         let json =
             serde_json::to_string(body).map_err(|e| RedisError::Malformed(format!("cannot encode command: {e}")))?;
         let shared = &self.shared;
@@ -236,7 +253,11 @@ impl<T: Transport> Client<T> {
             }
         }
         let token = shared.sync_token.borrow().clone();
-        let result = self.transport.post(path, json, token).await;
+        let result = if patient {
+            self.transport.post_patient(path, json, token).await
+        } else {
+            self.transport.post(path, json, token).await
+        };
         // A 5xx answer is as much a failure as no answer; any other status shows Redis reachable.
         let outcome = match &result {
             Ok(r) if r.status >= 500 => Err(RedisError::Http { status: r.status, message: String::new() }),

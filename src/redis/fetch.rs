@@ -48,6 +48,27 @@ fn reason(e: &JsValue) -> String {
 
 impl Transport for FetchTransport {
     async fn post(&self, path: &str, body: String, sync_token: Option<String>) -> Result<HttpReply, RedisError> {
+        self.send(path, body, sync_token, false).await
+    }
+
+    async fn post_patient(
+        &self,
+        path: &str,
+        body: String,
+        sync_token: Option<String>,
+    ) -> Result<HttpReply, RedisError> {
+        self.send(path, body, sync_token, true).await
+    }
+}
+
+impl FetchTransport {
+    async fn send(
+        &self,
+        path: &str,
+        body: String,
+        sync_token: Option<String>,
+        patient: bool,
+    ) -> Result<HttpReply, RedisError> {
         let budget = self.budget.next_ms();
         let started = now_ms();
         let headers = web_sys::Headers::new().map_err(|e| RedisError::Transport(reason(&e)))?;
@@ -77,19 +98,35 @@ impl Transport for FetchTransport {
             let body = js_sys::Uint8Array::new(&buffer).to_vec();
             Ok(HttpReply { status, body, sync_token })
         };
-        let timer = crate::clock::Timer::after(budget);
         futures::pin_mut!(work);
-        match select(work, timer).await {
-            Either::Left((result, _)) => {
-                if result.is_ok() {
-                    self.budget.completed(now_ms().saturating_sub(started));
-                }
-                result
-            }
-            Either::Right(((), _)) => {
+        // Wait while Redis makes progress (see `budget`): re-armed after every wake-up until the
+        // call's deadline, which moves on with every answer any call of this isolate receives.
+        // A timer that fires late shows the isolate itself was busy (a burst being handled), not
+        // Redis slow: that lateness does not count against the call.
+        let mut stalled = 0u64;
+        loop {
+            let Some(wait) = self.budget.wait_ms(started.saturating_add(stalled), patient) else {
                 self.budget.timed_out();
-                Err(RedisError::Timeout(budget))
+                return Err(RedisError::Timeout(budget));
+            };
+            let armed = now_ms();
+            let timer = crate::clock::Timer::after(wait);
+            match select(work.as_mut(), timer).await {
+                Either::Left((result, _)) => {
+                    match &result {
+                        Ok(_) => self.budget.completed(now_ms().saturating_sub(started)),
+                        Err(_) => self.budget.answered(),
+                    }
+                    return result;
+                }
+                Either::Right(((), _)) => {
+                    let late = now_ms().saturating_sub(armed.saturating_add(u64::from(wait)));
+                    stalled = stalled.saturating_add(late).min(MAX_STALL_MS);
+                }
             }
         }
     }
 }
+
+/// The most a call's deadline moves for the isolate's own busyness, ms.
+const MAX_STALL_MS: u64 = 10_000;

@@ -37,17 +37,46 @@ pub struct HttpReply {
 pub trait Transport {
     /// Sends `body` to `path` with the last seen sync token, if any.
     async fn post(&self, path: &str, body: String, sync_token: Option<String>) -> Result<HttpReply, RedisError>;
+
+    /// Like [`Transport::post`], for a call whose timeout costs more than its wait (an API-key
+    /// lookup, whose failure demotes a caller): it may take up to the budget's ceiling.
+    async fn post_patient(
+        &self,
+        path: &str,
+        body: String,
+        sync_token: Option<String>,
+    ) -> Result<HttpReply, RedisError> {
+        self.post(path, body, sync_token).await
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for &T {
     async fn post(&self, path: &str, body: String, sync_token: Option<String>) -> Result<HttpReply, RedisError> {
         (**self).post(path, body, sync_token).await
     }
+
+    async fn post_patient(
+        &self,
+        path: &str,
+        body: String,
+        sync_token: Option<String>,
+    ) -> Result<HttpReply, RedisError> {
+        (**self).post_patient(path, body, sync_token).await
+    }
 }
 
 impl<T: Transport + ?Sized> Transport for Rc<T> {
     async fn post(&self, path: &str, body: String, sync_token: Option<String>) -> Result<HttpReply, RedisError> {
         (**self).post(path, body, sync_token).await
+    }
+
+    async fn post_patient(
+        &self,
+        path: &str,
+        body: String,
+        sync_token: Option<String>,
+    ) -> Result<HttpReply, RedisError> {
+        (**self).post_patient(path, body, sync_token).await
     }
 }
 
@@ -80,7 +109,28 @@ impl Budget {
 
     /// Notes a request that completed after `rtt_ms`.
     pub(super) fn completed(&self, rtt_ms: u64) {
-        self.shared.borrow_mut().observe(rtt_ms);
+        let mut budget = self.shared.borrow_mut();
+        budget.observe(rtt_ms);
+        budget.completed_at(now_ms());
+    }
+
+    /// Notes a request that got an answer, successful or not (Redis is making progress).
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(super) fn answered(&self) {
+        self.shared.borrow_mut().completed_at(now_ms());
+    }
+
+    /// How much longer a request started at `started_ms` may wait, or `None` when it ran out;
+    /// a `patient` one may wait up to the ceiling after its start.
+    #[cfg_attr(not(target_arch = "wasm32"), allow(dead_code))]
+    pub(super) fn wait_ms(&self, started_ms: u64, patient: bool) -> Option<u32> {
+        let budget = self.shared.borrow();
+        let now = now_ms();
+        if patient {
+            let left = started_ms.saturating_add(u64::from(budget.ceiling_ms())).checked_sub(now)?;
+            return u32::try_from(left).ok().filter(|&ms| ms > 0);
+        }
+        budget.wait_ms(started_ms, now)
     }
 
     /// Notes a request that ran out of its budget.

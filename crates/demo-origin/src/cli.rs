@@ -28,6 +28,9 @@ OPTIONS:
 Routes: GET|PUT|PATCH|DELETE /config/{name}, POST /rag/context, anything else echoes.
 Control (not counted): GET /_origin/health, GET /_origin/hits, POST /_origin/reset,
 GET|POST /_origin/settings. Per-request headers: X-Origin-Delay-Ms, X-Origin-Fail.
+Auth stand-in: GET /.well-known/jwks.json serves ES256, RS256 and EdDSA keys;
+POST /_origin/tokens with a JSON body of alg and claims mints a token, POST /_origin/jwks/rotate
+publishes a new key, GET|POST /_origin/jwks shows the fetch count and sets fail and max_age.
 ";
 
 /// What the command line asks for.

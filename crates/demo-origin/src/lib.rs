@@ -3,7 +3,9 @@
 //! It serves configuration documents (`/config/{name}`), deterministic RAG context
 //! (`POST /rag/context`) and echoes everything else; it counts the requests that reach it and
 //! delays or fails them on demand, globally (`/_origin/settings`, start flags) or per request
-//! (`X-Origin-Delay-Ms`, `X-Origin-Fail`), so tests can see what the gate let through.
+//! (`X-Origin-Delay-Ms`, `X-Origin-Fail`), so tests can see what the gate let through. It also
+//! stands in for an auth provider: a key set and test tokens signed with ES256, RS256 and EdDSA
+//! ([`tokens`]).
 #![forbid(unsafe_code)]
 
 pub mod behaviour;
@@ -17,6 +19,7 @@ pub mod problem;
 pub mod rag;
 pub mod route;
 pub mod server;
+pub mod tokens;
 
 pub use behaviour::{Behaviour, FailMode};
 pub use origin::Origin;

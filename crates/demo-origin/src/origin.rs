@@ -20,6 +20,7 @@ use crate::hits::Hits;
 use crate::problem::{empty, json_response, problem, OriginResponse};
 use crate::rag::RagRequest;
 use crate::route::{ConfigOp, Control, Route};
+use crate::tokens::Tokens;
 
 /// The largest request body read, in bytes; larger bodies get 413.
 pub const MAX_BODY_BYTES: usize = 1 << 20;
@@ -73,6 +74,8 @@ pub struct Origin {
     initial: Behaviour,
     /// Flips to `true` at shutdown, waking every delayed or held request.
     shutdown: watch::Sender<bool>,
+    /// The stand-in auth provider's keys; `None` if they could not be made.
+    tokens: Mutex<Option<Tokens>>,
 }
 
 impl Origin {
@@ -82,6 +85,7 @@ impl Origin {
             state: Mutex::new(State { settings: initial, ..State::default() }),
             initial,
             shutdown: watch::Sender::new(false),
+            tokens: Mutex::new(Tokens::new().ok()),
         }
     }
 
@@ -165,6 +169,9 @@ impl Origin {
     }
 
     async fn control(&self, route: Route, request: Request<Incoming>) -> OriginResponse {
+        if route == Route::KeySet {
+            return self.key_set();
+        }
         let Route::Control(control) = route else {
             return problem(
                 StatusCode::NOT_FOUND,
@@ -177,7 +184,26 @@ impl Origin {
             (Control::Hits, Method::GET | Method::HEAD) => json_response(StatusCode::OK, &self.lock().hits.to_json()),
             (Control::Reset, Method::POST) => {
                 *self.lock() = State { settings: self.initial, ..State::default() };
+                if let Some(tokens) = self.tokens().as_mut() {
+                    tokens.fetches = 0;
+                    tokens.fail = None;
+                }
                 empty(StatusCode::NO_CONTENT)
+            }
+            (Control::Jwks, Method::GET | Method::HEAD) => self.with_tokens(|t| Ok(t.status())),
+            (Control::Tokens | Control::Jwks | Control::Rotate, Method::POST) => {
+                let body = match read_body(request.into_body()).await.and_then(|b| parse_json(&b)) {
+                    Ok(body) => body,
+                    Err(rejection) => return rejection.into_response(),
+                };
+                self.with_tokens(|t| match control {
+                    Control::Tokens => t.mint(&body, unix_ms() / 1000),
+                    Control::Rotate => {
+                        let alg = body.get("alg").and_then(Value::as_str).unwrap_or("ES256");
+                        t.rotate(alg).map(|kid| json!({ "kid": kid }))
+                    }
+                    _ => t.update(&body).map(|()| t.status()),
+                })
             }
             (Control::Settings, Method::GET | Method::HEAD) => {
                 json_response(StatusCode::OK, &self.lock().settings.to_json())
@@ -195,6 +221,39 @@ impl Origin {
         let settings = state.settings.updated(&update).map_err(|err| Rejection::bad_request(err.to_string()))?;
         state.settings = settings;
         Ok(json_response(StatusCode::OK, &settings.to_json()))
+    }
+
+    /// The key set, counted, with its cache lifetime; or the status of an outage on purpose.
+    fn key_set(&self) -> OriginResponse {
+        let mut guard = self.tokens();
+        let Some(tokens) = guard.as_mut() else {
+            return problem(StatusCode::INTERNAL_SERVER_ERROR, "the signing keys could not be made");
+        };
+        tokens.fetches += 1;
+        if let Some(code) = tokens.fail {
+            let status = StatusCode::from_u16(code).unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+            return problem(status, format!("injected failure: status {code}"));
+        }
+        let mut response = json_response(StatusCode::OK, &tokens.jwks());
+        if let Ok(value) = HeaderValue::from_str(&format!("public, max-age={}", tokens.max_age_s)) {
+            response.headers_mut().insert(CACHE_CONTROL, value);
+        }
+        response
+    }
+
+    /// Runs `f` on the token state, answering its result as JSON or its error as 400.
+    fn with_tokens(&self, f: impl FnOnce(&mut Tokens) -> Result<Value, crate::tokens::TokenError>) -> OriginResponse {
+        match self.tokens().as_mut() {
+            None => problem(StatusCode::INTERNAL_SERVER_ERROR, "the signing keys could not be made"),
+            Some(tokens) => match f(tokens) {
+                Ok(value) => json_response(StatusCode::OK, &value),
+                Err(err) => problem(StatusCode::BAD_REQUEST, err.0),
+            },
+        }
+    }
+
+    fn tokens(&self) -> MutexGuard<'_, Option<Tokens>> {
+        self.tokens.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Sleeps for `duration`, or fails at once when the origin shuts down.
@@ -230,7 +289,8 @@ fn method_not_allowed(control: Control) -> OriginResponse {
     let allow = match control {
         Control::Health | Control::Hits => "GET, HEAD",
         Control::Reset => "POST",
-        Control::Settings => "GET, HEAD, POST",
+        Control::Settings | Control::Jwks => "GET, HEAD, POST",
+        Control::Tokens | Control::Rotate => "POST",
     };
     let mut response = problem(StatusCode::METHOD_NOT_ALLOWED, format!("this control endpoint takes {allow}"));
     response.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));

@@ -27,6 +27,12 @@ pub enum Control {
     Hits,
     Reset,
     Settings,
+    /// `POST /_origin/tokens`: mint a test token.
+    Tokens,
+    /// `GET|POST /_origin/jwks`: how the key set is served.
+    Jwks,
+    /// `POST /_origin/jwks/rotate`: publish a new signing key.
+    Rotate,
 }
 
 /// What one config request does.
@@ -50,7 +56,12 @@ pub enum Route {
     },
     Rag,
     Echo,
+    /// `GET /.well-known/jwks.json`: the key set (not counted; its fetches are counted apart).
+    KeySet,
 }
+
+/// Where the key set is served.
+pub const JWKS_PATH: &str = "/.well-known/jwks.json";
 
 /// Path prefix reserved for control endpoints.
 pub const CONTROL_PREFIX: &str = "/_origin/";
@@ -65,6 +76,9 @@ impl Route {
                 "hits" => Self::Control(Control::Hits),
                 "reset" => Self::Control(Control::Reset),
                 "settings" => Self::Control(Control::Settings),
+                "tokens" => Self::Control(Control::Tokens),
+                "jwks" => Self::Control(Control::Jwks),
+                "jwks/rotate" => Self::Control(Control::Rotate),
                 _ => Self::UnknownControl,
             };
         }
@@ -80,6 +94,9 @@ impl Route {
                 return Self::Config { name: name.to_owned(), op };
             }
         }
+        if path == JWKS_PATH && (method == Method::GET || method == Method::HEAD) {
+            return Self::KeySet;
+        }
         if path == "/rag/context" && method == Method::POST {
             return Self::Rag;
         }
@@ -89,7 +106,7 @@ impl Route {
     /// The counted route this is, or `None` for control paths.
     pub fn kind(&self) -> Option<RouteKind> {
         match self {
-            Self::Control(_) | Self::UnknownControl => None,
+            Self::Control(_) | Self::UnknownControl | Self::KeySet => None,
             Self::Config { .. } => Some(RouteKind::Config),
             Self::Rag => Some(RouteKind::Rag),
             Self::Echo => Some(RouteKind::Echo),
@@ -121,5 +138,9 @@ mod tests {
         assert_eq!(Route::of(&Method::GET, "/_origin/hits"), Route::Control(Control::Hits));
         assert_eq!(Route::of(&Method::GET, "/_origin/nope").kind(), None);
         assert_eq!(Route::of(&Method::GET, "/_origin").kind(), Some(RouteKind::Echo));
+        assert_eq!(Route::of(&Method::POST, "/_origin/jwks/rotate"), Route::Control(Control::Rotate));
+        assert_eq!(Route::of(&Method::GET, JWKS_PATH), Route::KeySet);
+        assert_eq!(Route::of(&Method::GET, JWKS_PATH).kind(), None);
+        assert_eq!(Route::of(&Method::POST, JWKS_PATH), Route::Echo);
     }
 }

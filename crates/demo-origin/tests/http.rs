@@ -323,3 +323,35 @@ async fn refuses_to_bind_anything_but_loopback() {
     assert_eq!(output.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&output.stderr).contains("not loopback"));
 }
+
+#[tokio::test]
+async fn serves_a_key_set_and_mints_tokens_for_its_keys_without_counting_them_as_hits() {
+    let origin = Running::start(&[]).await;
+    let response = origin.request(Method::GET, "/.well-known/jwks.json").send().await.unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()[header::CACHE_CONTROL], "public, max-age=300");
+    let jwks: Value = response.json().await.unwrap();
+    let kinds: Vec<&str> = jwks["keys"].as_array().unwrap().iter().map(|k| k["alg"].as_str().unwrap()).collect();
+    assert_eq!(kinds, ["ES256", "RS256", "EdDSA"]);
+
+    let minted =
+        origin.send_json(Method::POST, "/_origin/tokens", json!({"alg": "RS256", "claims": {"sub": "alice"}})).await;
+    assert_eq!(minted.status(), StatusCode::OK);
+    let minted: Value = minted.json().await.unwrap();
+    assert_eq!(minted["kid"], jwks["keys"][1]["kid"]);
+    assert_eq!(minted["token"].as_str().unwrap().split('.').count(), 3);
+
+    let rotated: Value =
+        origin.send_json(Method::POST, "/_origin/jwks/rotate", json!({"alg": "EdDSA"})).await.json().await.unwrap();
+    let status = origin.get_json("/_origin/jwks").await;
+    assert_eq!(status["kids"][0], rotated["kid"]);
+    assert_eq!(status["fetches"], 1);
+    assert_eq!(origin.hits().await["total"], 0, "the key set and its control routes are not origin hits");
+
+    let outage = origin.send_json(Method::POST, "/_origin/jwks", json!({"fail": 503})).await;
+    assert_eq!(outage.status(), StatusCode::OK);
+    let failed = origin.request(Method::GET, "/.well-known/jwks.json").send().await.unwrap();
+    expect_problem(failed, StatusCode::SERVICE_UNAVAILABLE).await;
+    let bad = origin.send_json(Method::POST, "/_origin/tokens", json!({"alg": "none"})).await;
+    expect_problem(bad, StatusCode::BAD_REQUEST).await;
+}

@@ -43,7 +43,9 @@ pub(super) async fn invalidate<P: Platform>(services: &Services<P>, req: &EdgeRe
     need_redis(services)?;
     let cache_aside = services.cache.as_ref().ok_or(AdminError::RedisRequired)?;
     let subject_hash = match &body.subject {
-        Some(s) => crate::identity::subject_hash_of(s, &services.config.policy.identity)
+        Some(s) => services
+            .identifier
+            .subject_hash_of(s, &services.config.policy.identity)
             .ok_or_else(|| AdminError::BadRequest("subject: not a valid subject".into()))?,
         None => String::new(),
     };

@@ -1,6 +1,7 @@
-//! `GET /_tollgate/health`: status for anyone; mode, Redis, policy and build for the admin.
+//! `GET /_tollgate/health`: status for anyone; mode, Redis, policy, identity and build for the
+//! admin, with warnings of what to fix.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
 use crate::redis::Command;
 
@@ -50,8 +51,38 @@ pub(super) async fn health<P: Platform>(services: &Services<P>, authorized: bool
             "routes": policy.routes.iter().map(|r| r.name.clone()).collect::<Vec<_>>(),
         },
         "origin": { "configured": services.config.origin_url.is_some() },
+        "identity": identity(services),
+        "warnings": warnings(services),
         "build": { "name": env!("CARGO_PKG_NAME"), "version": env!("CARGO_PKG_VERSION") },
         "isolate": { "started_ms": services.started_ms },
     });
     EdgeResponse::json(200, &body).with_header("cache-control", "no-store")
+}
+
+/// How callers are identified: hashing, the JWT secret, the key sets and what each holds.
+fn identity<P: Platform>(services: &Services<P>) -> Value {
+    let ids = &services.identifier;
+    let sets: Vec<Value> = ids
+        .key_sets()
+        .map(|sets| sets.status())
+        .unwrap_or_default()
+        .into_iter()
+        .map(|s| json!({"url": s.url, "keys": s.keys, "fetched": s.fetched, "last_error": s.last_error}))
+        .collect();
+    json!({
+        "hash_secret": ids.hasher().is_keyed(),
+        "jwt_secret": services.config.jwt_secret.is_some(),
+        "jwks": sets,
+    })
+}
+
+/// What an operator should fix.
+fn warnings<P: Platform>(services: &Services<P>) -> Vec<&'static str> {
+    let mut warnings = Vec::new();
+    if !services.identifier.hasher().is_keyed() {
+        warnings.push(
+            "TOLLGATE_HASH_SECRET is not set: identifiers are hashed with plain SHA-256, and an IP address can be recovered from its hash",
+        );
+    }
+    warnings
 }

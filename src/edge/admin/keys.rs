@@ -26,7 +26,7 @@ pub(super) async fn create<P: Platform>(services: &Services<P>, req: &EdgeReques
     if body.subject.len() > MAX_SUBJECT {
         return Err(AdminError::BadRequest(format!("subject: longer than {MAX_SUBJECT} bytes")));
     }
-    let subject_hash = crate::identity::subject_hash_of(&body.subject, &policy.identity).ok_or_else(|| {
+    let subject_hash = services.identifier.subject_hash_of(&body.subject, &policy.identity).ok_or_else(|| {
         AdminError::BadRequest("subject: must be a non-empty user id, ip:<address> or hash:<sha256>".into())
     })?;
     let tier = body.tier.to_ascii_uppercase();

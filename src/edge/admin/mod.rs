@@ -137,7 +137,7 @@ fn subject_hash<P: Platform>(services: &Services<P>, subject: &str) -> Result<St
     if decoded.len() > MAX_SUBJECT {
         return Err(AdminError::BadRequest(format!("subject: longer than {MAX_SUBJECT} bytes")));
     }
-    crate::identity::subject_hash_of(&decoded, &services.config.policy.identity).ok_or_else(|| {
+    services.identifier.subject_hash_of(&decoded, &services.config.policy.identity).ok_or_else(|| {
         AdminError::BadRequest("subject: must be a non-empty user id, ip:<address> or hash:<sha256>".into())
     })
 }

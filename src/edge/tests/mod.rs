@@ -5,6 +5,8 @@
 mod admin;
 mod cache;
 mod failures;
+#[cfg(not(target_arch = "wasm32"))]
+mod identity;
 mod limits;
 
 use std::rc::Rc;
