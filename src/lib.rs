@@ -11,6 +11,8 @@ pub mod edge;
 pub mod identity;
 pub mod keys;
 pub mod limiter;
+pub mod log;
+pub mod path;
 pub mod policy;
 pub mod redis;
 #[cfg(any(test, feature = "testing"))]

@@ -9,8 +9,11 @@
 //! | miss | `MISS` after one origin fetch | stored with `PX` = jittered TTL + stale window |
 //! | Redis failed | `BYPASS`: origin answer, nothing stored | |
 //!
+//! Fills and refreshes always `GET` (a `HEAD` request is answered from the entry a `GET` fills).
+//!
 //! Stampede protection, stated: within an isolate, concurrent misses of one key share one fill
-//! ([`SingleFlight`]). Across isolates the fill takes a Redis lock (`SET NX PX lock_ttl_ms`, so a
+//! ([`SingleFlight`]). An answer meant for its own caller only (`Set-Cookie`, `no-store`,
+//! `private`) is never handed to the waiters: each of them fetches the origin for itself. Across isolates the fill takes a Redis lock (`SET NX PX lock_ttl_ms`, so a
 //! crashed holder frees it within `lock_ttl_ms`); an isolate that finds the lock held polls for the
 //! entry [`WAIT_POLLS`] times within `lock_wait_ms` and serves it as a `HIT` as soon as it appears,
 //! or after the wait fetches the origin itself (and stores what it got). A stale copy is never made
@@ -128,6 +131,21 @@ pub enum RefreshOutcome {
     Removed(NotStorable),
 }
 
+impl RefreshOutcome {
+    /// Why the refresh failed (a stable reason for logs), or `None` when it did its job or had
+    /// none to do.
+    pub fn failure(&self) -> Option<&'static str> {
+        match self {
+            RefreshOutcome::Refreshed | RefreshOutcome::LockHeld | RefreshOutcome::Removed(_) => None,
+            RefreshOutcome::RedisFailed(e) if e.is_transient() => Some("redis_unavailable"),
+            RefreshOutcome::RedisFailed(_) => Some("redis_error"),
+            RefreshOutcome::OriginFailed(LoadError::OriginTimeout) => Some("origin_timeout"),
+            RefreshOutcome::OriginFailed(LoadError::OriginUnreachable(_)) => Some("origin_unreachable"),
+            RefreshOutcome::OriginFailed(LoadError::OriginStatus(_)) => Some("origin_status"),
+        }
+    }
+}
+
 /// A background refresh of one entry; nothing happens until it is awaited (`ctx.wait_until`).
 pub struct Refresh {
     reason: RefreshReason,
@@ -200,8 +218,8 @@ enum Filled {
     Stored(Rc<Entry>),
     /// Stored by another isolate while this one waited (`HIT`).
     Waited(Rc<Entry>),
-    /// Fetched, not storable (`MISS`).
-    Uncached(Rc<OriginResponse>),
+    /// Fetched, not storable (`MISS`), and why.
+    Uncached(Rc<OriginResponse>, NotStorable),
     /// Fetched without the cache (`BYPASS`).
     Bypassed(Rc<OriginResponse>),
 }
@@ -342,6 +360,7 @@ impl<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static> CacheAsi
         read: Result<Lookup, RedisError>,
         request: OriginRequest,
     ) -> Result<Served, LoadError> {
+        let request = request.for_fill();
         let now = self.deps.clock.now_ms();
         match read {
             Ok(Lookup::Fresh(entry)) => {
@@ -374,6 +393,7 @@ impl<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static> CacheAsi
         if self.state.flights.in_flight(&entry_key) || !self.state.refreshing.borrow_mut().insert(entry_key.clone()) {
             return None;
         }
+        let request = request.for_fill();
         let guard = Refreshing { state: Rc::clone(&self.state), entry_key };
         let this = self.clone();
         let target = target.clone();
@@ -393,20 +413,44 @@ impl<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static> CacheAsi
     ) -> Result<Served, LoadError> {
         let this = self.clone();
         let owned = target.clone();
-        let work = move || async move {
-            match generation {
-                Some(generation) => this.fill_under_lock(&owned, &request, generation).await,
-                None => this.bypass(&request).await,
+        let own_request = request.clone();
+        let led = Rc::new(std::cell::Cell::new(false));
+        let leader = Rc::clone(&led);
+        let work = move || {
+            leader.set(true);
+            async move {
+                match generation {
+                    Some(generation) => this.fill_under_lock(&owned, &request, generation).await,
+                    None => this.bypass(&request).await,
+                }
             }
         };
         let filled = self.state.flights.run(target.entry_key(&self.deps.keys), work, &self.deps.sleeper).await?;
+        let personal = match &filled {
+            Filled::Uncached(_, reason) => reason.is_personal(),
+            Filled::Bypassed(response) => self.is_personal(target, response),
+            Filled::Stored(_) | Filled::Waited(_) => false,
+        };
+        if personal && !led.get() {
+            // The leader's answer was for the leader alone: this waiter asks for its own.
+            let (response, _) = self.fetch_origin(&own_request).await?;
+            let status = if matches!(filled, Filled::Bypassed(_)) { CacheStatus::Bypass } else { CacheStatus::Miss };
+            return Ok(Served { status, payload: Payload::Passthrough(response), background: None });
+        }
         let (status, payload) = match filled {
             Filled::Stored(entry) => (CacheStatus::Miss, Payload::Cached((*entry).clone())),
             Filled::Waited(entry) => (CacheStatus::Hit, Payload::Cached((*entry).clone())),
-            Filled::Uncached(response) => (CacheStatus::Miss, Payload::Passthrough((*response).clone())),
+            Filled::Uncached(response, _) => (CacheStatus::Miss, Payload::Passthrough((*response).clone())),
             Filled::Bypassed(response) => (CacheStatus::Bypass, Payload::Passthrough((*response).clone())),
         };
         Ok(Served { status, payload, background: None })
+    }
+
+    /// Whether `response` was meant for its own caller only ([`NotStorable::is_personal`]).
+    fn is_personal(&self, target: &CacheTarget, response: &OriginResponse) -> bool {
+        let max = self.deps.settings.max_body_bytes;
+        storable::check(response.status, &response.headers, response.body.len(), target.scope, max)
+            .is_err_and(NotStorable::is_personal)
     }
 
     async fn fill_under_lock(&self, target: &CacheTarget, request: &OriginRequest, generation: u64) -> FillResult {
@@ -468,9 +512,9 @@ impl<T: Transport + 'static, O: Origin + 'static, S: Sleeper + 'static> CacheAsi
                 self.remember(target, &entry, now);
                 Ok(Filled::Stored(entry))
             }
-            Ok((response, Err(_))) => {
+            Ok((response, Err(reason))) => {
                 self.release_held(lock).await;
-                Ok(Filled::Uncached(Rc::new(response)))
+                Ok(Filled::Uncached(Rc::new(response), reason))
             }
             Err(e) => {
                 self.release_held(lock).await;
@@ -662,6 +706,7 @@ mod tests {
         CacheSettings {
             isolate_ttl_ms: 5_000,
             isolate_capacity: 100,
+            isolate_max_bytes: 16 << 20,
             max_body_bytes: 1 << 20,
             compress_min_bytes: 1024,
             lock_ttl_ms: NonZeroU32::new(5_000).unwrap(),
@@ -791,6 +836,71 @@ mod tests {
     }
 
     #[test]
+    fn waiters_of_an_answer_meant_for_one_caller_fetch_for_themselves() {
+        let personal = |name: &str, value: &str| {
+            let mut r = ok("for one caller");
+            r.headers.push((name.to_owned(), value.to_owned()));
+            r
+        };
+        let cases = [
+            personal("Set-Cookie", "sid=leader"),
+            personal("Cache-Control", "no-store"),
+            personal("Cache-Control", "private, max-age=60"),
+        ];
+        for response in cases {
+            let f = fixture();
+            f.origin.set(Behaviour::Respond(response.clone()));
+            let cache = f.isolate();
+            let t = target();
+            let all = f.run(join_all((0..5).map(|_| cache.get_or_load(&t, request()))));
+            assert_eq!(f.origin.calls.get(), 5, "leader and each waiter fetched: {:?}", response.headers);
+            assert!(all.iter().all(|s| s.as_ref().is_ok_and(|s| s.status == CacheStatus::Miss)));
+            assert!(f.redis.get(&f.entry_key()).is_none());
+        }
+        // With Redis down the fill bypasses the cache; the rule is the same.
+        let f = fixture();
+        f.redis.down.set(true);
+        f.origin.set(Behaviour::Respond(personal("Set-Cookie", "sid=leader")));
+        let cache = f.isolate();
+        let t = target();
+        let all = f.run(join_all((0..4).map(|_| cache.get_or_load(&t, request()))));
+        assert_eq!(f.origin.calls.get(), 4);
+        assert!(all.iter().all(|s| s.as_ref().is_ok_and(|s| s.status == CacheStatus::Bypass)));
+    }
+
+    #[test]
+    fn waiters_share_an_unstorable_answer_that_is_the_same_for_everyone() {
+        let f = fixture();
+        f.origin.set(Behaviour::Respond(OriginResponse { status: 404, body: b"none".to_vec(), ..Default::default() }));
+        let cache = f.isolate();
+        let t = target();
+        let all = f.run(join_all((0..5).map(|_| cache.get_or_load(&t, request()))));
+        assert_eq!(f.origin.calls.get(), 1, "a 404 is nobody's secret: one fetch");
+        assert!(all.iter().all(|s| s.as_ref().is_ok_and(|s| body(s) == b"none")));
+    }
+
+    #[test]
+    fn a_head_request_fills_and_refreshes_with_get() {
+        let f = fixture();
+        let head = OriginRequest { method: "HEAD".into(), ..request() };
+        let served = f.run(f.isolate().get_or_load(&target(), head.clone())).unwrap();
+        assert_eq!(served.status, CacheStatus::Miss);
+        assert_eq!(f.origin.last_request.borrow().as_ref().map(|r| r.method.clone()).as_deref(), Some("GET"));
+        assert_eq!(body(&served), br#"{"name":"app","on":true}"#, "the entry holds the GET body");
+        let entry = Entry::decode(&f.redis.get(&f.entry_key()).unwrap(), 1 << 20).unwrap();
+        assert_eq!(entry.body, br#"{"name":"app","on":true}"#);
+        // A stale entry refreshed on a HEAD is refreshed with a GET too.
+        f.clock.advance(TTL + 1_000);
+        *f.origin.last_request.borrow_mut() = None;
+        let stale = f.run(f.isolate().get_or_load(&target(), head)).unwrap();
+        assert_eq!(stale.status, CacheStatus::Stale);
+        assert_eq!(f.run(stale.background.unwrap().run()), RefreshOutcome::Refreshed);
+        assert_eq!(f.origin.last_request.borrow().as_ref().map(|r| r.method.clone()).as_deref(), Some("GET"));
+        let entry = Entry::decode(&f.redis.get(&f.entry_key()).unwrap(), 1 << 20).unwrap();
+        assert!(!entry.body.is_empty());
+    }
+
+    #[test]
     fn a_waiter_gets_the_entry_another_isolate_fills() {
         let f = fixture();
         let lock = lock_key(&Keys::default(), &f.entry_key());
@@ -866,6 +976,10 @@ mod tests {
         assert_eq!(served.status, CacheStatus::Stale);
         let outcome = f.run(served.background.unwrap().run());
         assert_eq!(outcome, RefreshOutcome::OriginFailed(LoadError::OriginUnreachable("connection refused".into())));
+        assert_eq!(outcome.failure(), Some("origin_unreachable"));
+        assert_eq!(RefreshOutcome::Refreshed.failure(), None);
+        assert_eq!(RefreshOutcome::LockHeld.failure(), None);
+        assert_eq!(RefreshOutcome::RedisFailed(RedisError::Timeout(5)).failure(), Some("redis_unavailable"));
         let again = f.run(f.isolate().get_or_load(&target(), request())).unwrap();
         assert_eq!((again.status, body(&again)), (CacheStatus::Stale, &br#"{"name":"app","on":true}"#[..]));
         assert!(f.redis.keys().iter().all(|k| !k.contains(":lock:")), "the lock was released");

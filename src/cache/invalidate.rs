@@ -175,17 +175,15 @@ pub struct WriteTarget {
     pub target: InvalidationTarget,
 }
 
-/// The entry a successful `PUT`/`PATCH`/`DELETE`/`POST` to `path` invalidates: the one a `GET` of
-/// the same path (without query) is served from, when that route is cached by path. `PUT
-/// /api/config/app` maps to the `GET /api/config/app` entry; writes to JSON-body routes, to
-/// uncached paths, and other methods map to none. Per-caller entries are the writer's own.
+/// The entry a successful write to `path` invalidates: the one a `GET` of the same path (without
+/// query) is served from, when that route is cached by path and lists `method` in its
+/// `invalidate_on` (`PUT`, `PATCH`, `DELETE`, `POST` by default). `PUT /api/config/app` maps to
+/// the `GET /api/config/app` entry; writes to JSON-body routes, to uncached paths, and methods
+/// the route does not list map to none. Per-caller entries are the writer's own.
 pub fn key_for_write(policy: &Policy, method: &str, path: &str, subject_hash: &str) -> Option<WriteTarget> {
-    if !["PUT", "PATCH", "DELETE", "POST"].iter().any(|m| m.eq_ignore_ascii_case(method)) {
-        return None;
-    }
     let (route, matched) = policy.route_for("GET", path)?;
     let rule = route.cache.as_ref()?;
-    if rule.key != CacheKeySource::Path {
+    if rule.key != CacheKeySource::Path || !rule.invalidate_on.iter().any(|m| m.eq_ignore_ascii_case(method)) {
         return None;
     }
     let key = cache_key(rule, &matched, None, b"", subject_hash).ok()?;
@@ -272,5 +270,15 @@ mod tests {
         assert_eq!(key_for_write(&policy, "POST", "/api/rag/context", "h"), None, "body-keyed routes are reads");
         assert_eq!(key_for_write(&policy, "PUT", "/api/chat/1", "h"), None);
         assert_eq!(key_for_write(&policy, "PUT", "/api/config/a/b", "h"), None);
+        let mut narrow = policy.clone();
+        for route in &mut narrow.routes {
+            if let Some(rule) = route.cache.as_mut() {
+                rule.invalidate_on = vec!["PUT".to_owned()];
+            }
+        }
+        assert_eq!(key_for_write(&narrow, "PUT", "/api/config/app", "h"), Some(expected("app")));
+        for method in ["POST", "DELETE", "PATCH"] {
+            assert_eq!(key_for_write(&narrow, method, "/api/config/app", "h"), None, "{method} is not listed");
+        }
     }
 }

@@ -3,7 +3,10 @@
 //!
 //! An isolate cannot hear invalidations (Workers cannot subscribe), so every entry here lives at
 //! most `isolate_ttl_ms` after it was put: that is the documented bound on how long a purge takes
-//! to reach every location. When full, expired slots go first, then the least recently used.
+//! to reach every location. The layer is bounded twice, by entry count and by bytes (bodies plus
+//! keys and headers, see [`footprint`]), since wasm memory never shrinks and an isolate has 128 MB
+//! in all: when either bound would be passed, expired slots go first, then the least recently
+//! used. An entry larger than the whole byte budget is not kept at all.
 
 use std::collections::HashMap;
 use std::rc::Rc;
@@ -16,8 +19,10 @@ use super::entry::Entry;
 #[derive(Debug, Default)]
 pub struct IsolateCache {
     capacity: usize,
+    max_bytes: usize,
     ttl_ms: u64,
     map: HashMap<String, Slot>,
+    bytes: usize,
     tick: u64,
 }
 
@@ -26,17 +31,52 @@ struct Slot {
     entry: Rc<Entry>,
     inserted_ms: u64,
     used: u64,
+    bytes: usize,
+}
+
+/// Bytes an entry under `key` is charged: its body, key, content type, tags and headers, plus a
+/// fixed overhead per slot.
+pub fn footprint(key: &str, entry: &Entry) -> usize {
+    const SLOT_OVERHEAD: usize = 128;
+    let headers: usize = entry.headers.iter().map(|(n, v)| n.len() + v.len()).sum();
+    let tags: usize = entry.tags.iter().map(String::len).sum();
+    SLOT_OVERHEAD
+        + key.len()
+        + entry.body.len()
+        + entry.content_type.as_ref().map_or(0, String::len)
+        + entry.etag.len()
+        + headers
+        + tags
 }
 
 impl IsolateCache {
-    /// A layer holding at most `capacity` entries, each for at most `ttl_ms` (0 disables it).
+    /// A layer holding at most `capacity` entries, each for at most `ttl_ms` (0 disables it),
+    /// with the default byte budget.
     pub fn new(capacity: u32, ttl_ms: u32) -> Self {
-        Self { capacity: capacity as usize, ttl_ms: u64::from(ttl_ms), map: HashMap::new(), tick: 0 }
+        Self::with_budget(capacity, crate::policy::defaults::ISOLATE_MAX_BYTES, ttl_ms)
+    }
+
+    /// A layer holding at most `capacity` entries and `max_bytes` bytes ([`footprint`]), each for
+    /// at most `ttl_ms`; a zero in any of them disables it.
+    pub fn with_budget(capacity: u32, max_bytes: u32, ttl_ms: u32) -> Self {
+        Self {
+            capacity: capacity as usize,
+            max_bytes: max_bytes as usize,
+            ttl_ms: u64::from(ttl_ms),
+            map: HashMap::new(),
+            bytes: 0,
+            tick: 0,
+        }
     }
 
     /// A layer sized by the policy's cache settings.
     pub fn from_settings(settings: &CacheSettings) -> Self {
-        Self::new(settings.isolate_capacity, settings.isolate_ttl_ms)
+        Self::with_budget(settings.isolate_capacity, settings.isolate_max_bytes, settings.isolate_ttl_ms)
+    }
+
+    /// Bytes held ([`footprint`] of every slot).
+    pub fn bytes(&self) -> usize {
+        self.bytes
     }
 
     /// The entry under `key`, if it was put less than `ttl_ms` before `now_ms`.
@@ -47,7 +87,7 @@ impl IsolateCache {
             Some(slot) => is_expired(slot, now_ms, ttl),
         };
         if expired {
-            self.map.remove(key);
+            self.remove(key);
             return None;
         }
         self.tick += 1;
@@ -63,41 +103,64 @@ impl IsolateCache {
         if self.capacity == 0 || self.ttl_ms == 0 {
             return;
         }
-        if !self.map.contains_key(&key) && self.map.len() >= self.capacity {
+        let bytes = footprint(&key, &entry);
+        self.remove(&key);
+        if bytes > self.max_bytes {
+            return;
+        }
+        if self.map.len() >= self.capacity || self.bytes + bytes > self.max_bytes {
             let ttl = self.ttl_ms;
-            self.map.retain(|_, slot| !is_expired(slot, now_ms, ttl));
-            if self.map.len() >= self.capacity {
-                if let Some(oldest) = self.map.iter().min_by_key(|(_, s)| s.used).map(|(k, _)| k.clone()) {
-                    self.map.remove(&oldest);
-                }
-            }
+            self.retain(|_, slot| !is_expired(slot, now_ms, ttl));
+        }
+        while self.map.len() >= self.capacity || self.bytes + bytes > self.max_bytes {
+            let Some(oldest) = self.map.iter().min_by_key(|(_, s)| s.used).map(|(k, _)| k.clone()) else { break };
+            self.remove(&oldest);
         }
         self.tick += 1;
-        self.map.insert(key, Slot { entry, inserted_ms: now_ms, used: self.tick });
+        self.bytes += bytes;
+        self.map.insert(key, Slot { entry, inserted_ms: now_ms, used: self.tick, bytes });
     }
 
     /// Removes the entry under `key`; whether there was one.
     pub fn remove(&mut self, key: &str) -> bool {
-        self.map.remove(key).is_some()
+        match self.map.remove(key) {
+            Some(slot) => {
+                self.bytes = self.bytes.saturating_sub(slot.bytes);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Removes every entry whose key starts with `prefix`; how many.
     pub fn remove_prefix(&mut self, prefix: &str) -> usize {
-        let before = self.map.len();
-        self.map.retain(|k, _| !k.starts_with(prefix));
-        before - self.map.len()
+        self.retain(|k, _| !k.starts_with(prefix))
     }
 
     /// Removes every entry carrying `tag`; how many.
     pub fn remove_tagged(&mut self, tag: &str) -> usize {
-        let before = self.map.len();
-        self.map.retain(|_, s| !s.entry.tags.iter().any(|t| t == tag));
-        before - self.map.len()
+        self.retain(|_, s| !s.entry.tags.iter().any(|t| t == tag))
     }
 
     /// Removes everything.
     pub fn clear(&mut self) {
         self.map.clear();
+        self.bytes = 0;
+    }
+
+    /// Keeps the slots `keep` accepts, keeping the byte count right; how many were removed.
+    fn retain(&mut self, mut keep: impl FnMut(&String, &Slot) -> bool) -> usize {
+        let before = self.map.len();
+        let mut freed = 0;
+        self.map.retain(|k, s| {
+            let kept = keep(k, s);
+            if !kept {
+                freed += s.bytes;
+            }
+            kept
+        });
+        self.bytes = self.bytes.saturating_sub(freed);
+        before - self.map.len()
     }
 
     /// Entries held (some may have expired but not yet been dropped).
@@ -183,9 +246,41 @@ mod tests {
     }
 
     #[test]
+    fn the_layer_is_bounded_by_bytes_as_well_as_entries() {
+        let big = |n: usize| Rc::new(sample(&vec![b'x'; n]));
+        let one = footprint("a", &big(1000));
+        let mut c = IsolateCache::with_budget(1000, u32::try_from(3 * one).unwrap(), 60_000);
+        for (i, k) in ["a", "b", "c"].iter().enumerate() {
+            c.put((*k).into(), big(1000), i as u64);
+        }
+        assert_eq!((c.len(), c.bytes()), (3, 3 * one));
+        assert!(c.get("a", 3).is_some(), "a is now the most recently used");
+        c.put("d".into(), big(1000), 4);
+        assert_eq!((c.len(), c.bytes()), (3, 3 * one), "b went to make room");
+        assert!(c.get("b", 5).is_none() && c.get("a", 5).is_some() && c.get("d", 5).is_some());
+        c.put("huge".into(), big(10_000), 6);
+        assert!(c.get("huge", 7).is_none(), "an entry over the whole budget is not kept");
+        assert_eq!(c.len(), 3, "and evicts nothing");
+        c.put("a".into(), big(10), 8);
+        assert_eq!(c.bytes(), 2 * one + footprint("a", &big(10)), "a replacement is charged its own size");
+        assert_eq!(c.remove_prefix(""), 3);
+        assert_eq!(c.bytes(), 0);
+    }
+
+    #[test]
+    fn many_large_entries_never_pass_the_budget() {
+        let mut c = IsolateCache::with_budget(100_000, 1 << 20, 60_000);
+        for i in 0..500u64 {
+            c.put(format!("k{i}"), Rc::new(sample(&vec![0u8; 64 * 1024])), i);
+            assert!(c.bytes() <= 1 << 20, "after {i}: {}", c.bytes());
+        }
+        assert!(c.len() <= 16);
+    }
+
+    #[test]
     fn zero_capacity_or_ttl_disables_the_layer() {
-        for (cap, ttl) in [(0, 1_000), (10, 0)] {
-            let mut c = IsolateCache::new(cap, ttl);
+        for (cap, bytes, ttl) in [(0, 1 << 20, 1_000), (10, 1 << 20, 0), (10, 0, 1_000)] {
+            let mut c = IsolateCache::with_budget(cap, bytes, ttl);
             c.put("a".into(), e("t"), 0);
             assert!(c.get("a", 0).is_none());
         }

@@ -8,6 +8,9 @@
 //! - JSON-body routes (`POST /api/rag/context`): SHA-256 hex of the body's canonical form, so key
 //!   order and insignificant whitespace do not change the key. Numbers are kept as written
 //!   (`1` and `1.0` are different keys); strings are compared after unescaping (`"\u0041"` is `"A"`).
+//!   Whatever else is forwarded on the fill is keyed too: the captured parameters come first and
+//!   the query after the hash, as for path keys (`<hash>?tenant=x`), so a query cannot reach the
+//!   origin without being in the key.
 //! - Per-caller routes prefix the key with the caller's subject hash and `/`, and live in their
 //!   own namespace (`<route>~caller`), so no crafted name on a shared route can ever reach a
 //!   private entry, even after a route's scope is changed.
@@ -63,17 +66,16 @@ pub fn cache_key(
     body: &[u8],
     subject_hash: &str,
 ) -> Result<String, KeyError> {
-    let key = match rule.key {
-        CacheKeySource::Path => {
-            let mut parts: Vec<&str> = route.params.iter().map(|(_, v)| v.as_str()).collect();
-            if !route.rest.is_empty() {
-                parts.push(&route.rest);
-            }
-            path_key(&parts, query)
-        }
-        CacheKeySource::JsonBody => json_body_key(body)?,
-    };
-    Ok(scoped(rule.scope, subject_hash, &key))
+    let mut parts: Vec<&str> = route.params.iter().map(|(_, v)| v.as_str()).collect();
+    if !route.rest.is_empty() {
+        parts.push(&route.rest);
+    }
+    let body_hash;
+    if rule.key == CacheKeySource::JsonBody {
+        body_hash = json_body_key(body)?;
+        parts.push(&body_hash);
+    }
+    Ok(scoped(rule.scope, subject_hash, &path_key(&parts, query)))
 }
 
 /// The key of a path-keyed request: `params` joined by `/`, then `?` and the query's `&`-separated
@@ -488,6 +490,7 @@ mod tests {
             scope: CacheScope::Global,
             tags: vec![],
             warm: vec![],
+            invalidate_on: vec![],
         };
         assert_eq!(cache_key(&rule, &m, Some("v=2"), b"", "h").unwrap(), "app?v=2");
         let wild = RouteMatch { params: vec![], rest: "docs/intro".into() };
@@ -496,7 +499,35 @@ mod tests {
         assert_eq!(cache_key(&rule, &m, None, b"", "h").unwrap(), "h/app");
         rule.key = CacheKeySource::JsonBody;
         rule.scope = CacheScope::Global;
-        assert_eq!(cache_key(&rule, &m, None, b"{\"a\": 1}", "h").unwrap(), sha256_hex(b"{\"a\":1}"));
+        // The captured parameter is forwarded too, so it is keyed before the body's hash.
+        assert_eq!(
+            cache_key(&rule, &m, None, b"{\"a\": 1}", "h").unwrap(),
+            format!("app/{}", sha256_hex(b"{\"a\":1}"))
+        );
+        let none = RouteMatch::default();
+        assert_eq!(cache_key(&rule, &none, None, b"{\"a\": 1}", "h").unwrap(), sha256_hex(b"{\"a\":1}"));
         assert!(matches!(cache_key(&rule, &m, None, b"{", "h"), Err(KeyError::InvalidJson { .. })));
+    }
+
+    #[test]
+    fn json_body_keys_cover_the_forwarded_query_and_parameters() {
+        let rule = CacheRule {
+            class: "FREQUENT_DATA".into(),
+            key: CacheKeySource::JsonBody,
+            scope: CacheScope::Global,
+            tags: vec![],
+            warm: vec![],
+            invalidate_on: vec![],
+        };
+        let none = RouteMatch::default();
+        let body = br#"{"q":"refunds"}"#;
+        let hash = sha256_hex(br#"{"q":"refunds"}"#);
+        assert_eq!(cache_key(&rule, &none, None, body, "h").unwrap(), hash);
+        assert_eq!(cache_key(&rule, &none, Some(""), body, "h").unwrap(), hash);
+        let tenant = cache_key(&rule, &none, Some("tenant=x"), body, "h").unwrap();
+        assert_eq!(tenant, format!("{hash}?tenant=x"));
+        assert_eq!(cache_key(&rule, &none, Some("b=2&a=1"), body, "h").unwrap(), format!("{hash}?a=1&b=2"));
+        let m = RouteMatch { params: vec![("index".into(), "docs".into())], rest: String::new() };
+        assert_eq!(cache_key(&rule, &m, None, body, "h").unwrap(), format!("docs/{hash}"));
     }
 }

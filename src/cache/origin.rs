@@ -18,6 +18,17 @@ pub struct OriginRequest {
     pub body: Vec<u8>,
 }
 
+impl OriginRequest {
+    /// The request a cache fill sends: a `HEAD` becomes a `GET`, so the entry it stores holds
+    /// the body every later `GET` is served (a `HEAD` is then answered from the entry).
+    pub fn for_fill(mut self) -> Self {
+        if self.method.eq_ignore_ascii_case("HEAD") {
+            self.method = "GET".to_owned();
+        }
+        self
+    }
+}
+
 /// What the origin answered.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct OriginResponse {

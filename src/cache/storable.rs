@@ -2,8 +2,13 @@
 //!
 //! Only complete successes that say nothing against shared caching are stored: a 2xx other than
 //! 206, without `Set-Cookie`, without `Cache-Control: no-store`, without `private` unless the
-//! route's entries are per caller anyway, without `Vary: *`, and not larger than the policy's
-//! `max_body_bytes`.
+//! route's entries are per caller anyway, and not larger than the policy's `max_body_bytes`.
+//!
+//! `Vary` is honoured by refusing: a response whose `Vary` names anything but `Accept-Encoding`
+//! (the runtime negotiates that itself) or `Origin` (never forwarded on a fill, and CORS is added
+//! per request) is not stored. Keying on the listed headers would need every one of them in the
+//! key and forwarded on the fill; refusing is the simple option that cannot serve one caller's
+//! variant to another.
 
 use thiserror::Error;
 
@@ -27,6 +32,10 @@ pub enum NotStorable {
     /// `Vary: *`: the response depends on things no key can capture.
     #[error("vary: *")]
     VaryAll,
+    /// `Vary` names a request header the key does not cover (anything but `Accept-Encoding` and
+    /// `Origin`).
+    #[error("vary names a request header the cache key does not cover")]
+    Vary,
     /// The body is larger than the policy's `max_body_bytes`.
     #[error("body of {size} bytes exceeds {max}")]
     TooLarge {
@@ -46,10 +55,20 @@ impl NotStorable {
             NotStorable::NoStore => "no_store",
             NotStorable::Private => "private",
             NotStorable::VaryAll => "vary_all",
+            NotStorable::Vary => "vary",
             NotStorable::TooLarge { .. } => "too_large",
         }
     }
+
+    /// Whether the answer was meant for the one caller whose request fetched it (`Set-Cookie`,
+    /// `no-store`, `private`): it is never handed to anyone else, not even a concurrent waiter.
+    pub fn is_personal(self) -> bool {
+        matches!(self, NotStorable::SetCookie | NotStorable::NoStore | NotStorable::Private)
+    }
 }
+
+/// Request headers a stored response may vary on (see the module documentation).
+const VARY_ALLOWED: [&str; 2] = ["accept-encoding", "origin"];
 
 /// Checks whether a response with `status`, `headers` and a body of `body_len` bytes may be
 /// stored for a route of `scope`.
@@ -77,8 +96,16 @@ pub fn check(
     if scope == CacheScope::Global && directives.iter().any(|d| d == "private") {
         return Err(NotStorable::Private);
     }
-    if named("vary").flat_map(|v| v.split(',')).any(|f| f.trim() == "*") {
+    let varied: Vec<String> = named("vary")
+        .flat_map(|v| v.split(','))
+        .map(|f| f.trim().to_ascii_lowercase())
+        .filter(|f| !f.is_empty())
+        .collect();
+    if varied.iter().any(|f| f == "*") {
         return Err(NotStorable::VaryAll);
+    }
+    if varied.iter().any(|f| !VARY_ALLOWED.contains(&f.as_str())) {
+        return Err(NotStorable::Vary);
     }
     if body_len > max_body_bytes as usize {
         return Err(NotStorable::TooLarge { size: body_len, max: max_body_bytes });
@@ -125,6 +152,12 @@ mod tests {
             (200, &[("cache-control", "no-cache")], 10, Global, Ok(())),
             (200, &[("vary", "accept-encoding, *")], 10, Global, Err(NotStorable::VaryAll)),
             (200, &[("vary", "accept-encoding")], 10, Global, Ok(())),
+            (200, &[("Vary", "Accept-Encoding, Origin")], 10, Global, Ok(())),
+            (200, &[("vary", "")], 10, Global, Ok(())),
+            (200, &[("vary", "Accept")], 10, Global, Err(NotStorable::Vary)),
+            (200, &[("vary", "accept-encoding"), ("vary", "User-Agent")], 10, Global, Err(NotStorable::Vary)),
+            (200, &[("vary", "Cookie")], 10, Caller, Err(NotStorable::Vary)),
+            (200, &[("vary", "authorization, origin")], 10, Global, Err(NotStorable::Vary)),
             (200, &[], 1024, Global, Ok(())),
             (200, &[], 1025, Global, Err(NotStorable::TooLarge { size: 1025, max: 1024 })),
         ];
@@ -140,6 +173,9 @@ mod tests {
     #[test]
     fn reasons_have_stable_names() {
         assert_eq!(NotStorable::SetCookie.as_str(), "set_cookie");
+        assert_eq!(NotStorable::Vary.as_str(), "vary");
+        assert!(NotStorable::SetCookie.is_personal() && NotStorable::NoStore.is_personal());
+        assert!(NotStorable::Private.is_personal() && !NotStorable::Status(404).is_personal());
         assert_eq!(NotStorable::TooLarge { size: 2, max: 1 }.as_str(), "too_large");
     }
 }

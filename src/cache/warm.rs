@@ -55,10 +55,10 @@ where
                 warmed.push(Warmed::error(&route.name, raw, format!("expected {names} path segment(s)")));
                 continue;
             }
-            // The key must be what a request's path would carry: it fills the pattern and reads back
-            // to the same values (no `/`, `?`, `#` or dot segments smuggled in a value).
-            let path = route.pattern.path_with(&values).unwrap_or_default();
-            let matched = match route.pattern.matches(&path) {
+            // The key must be what a request's normalized path would carry: it fills the pattern,
+            // the path is in normal form and reads back to the same values (no `/`, `?`, `#`, dot
+            // segments or spellings a request could never have).
+            let matched = match route.pattern.warm_match(raw) {
                 Some(m) if route.pattern.params().zip(&values).all(|(n, v)| m.get(n) == Some(*v)) => m,
                 _ => {
                     warmed.push(Warmed::error(&route.name, raw, "not a valid path segment".to_owned()));
@@ -69,7 +69,7 @@ where
             let target = CacheTarget::new(&route.name, rule, class.clone(), cache_key);
             let request = OriginRequest {
                 method: "GET".into(),
-                path_and_query: route.upstream_path(&path, &matched),
+                path_and_query: route.fill_path(&matched),
                 headers: vec![("x-tollgate-caller".into(), "warmer".into())],
                 body: Vec::new(),
             };

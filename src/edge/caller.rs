@@ -7,7 +7,10 @@
 //! caller's IP group under the policy's default tier, so a flood of made-up keys from one address
 //! shares one bucket and cannot add quota.
 
+use std::num::NonZeroU32;
+
 use crate::identity::{self, client_ip, Credential, Identity, RegistryError};
+use crate::limiter::{Check, Decision, Mode, RemoteLimiter};
 use crate::policy::{FailurePolicy, Tier};
 
 use super::error::GateError;
@@ -50,6 +53,70 @@ pub async fn identify<P: Platform>(
         },
     };
     Ok(Caller { tier: tier_of(&identity, services), identity })
+}
+
+/// The anonymous caller behind `req`: its IP group in the anonymous tier. It pays for the work
+/// no verified credential pays for (failed credential lookups, `GET /_tollgate/me`).
+pub fn anonymous<P: Platform>(services: &Services<P>, req: &EdgeRequest) -> Caller {
+    let policy = &services.config.policy;
+    let group = client_ip::ip_group(req.header(client_ip::HEADER), policy.identity.ipv6_prefix);
+    let identity = services.identifier.anonymous(&group, policy);
+    Caller { tier: tier_of(&identity, services), identity }
+}
+
+/// Whether `req` presents an API key (which costs a registry lookup to refuse).
+pub fn presents_api_key<P: Platform>(services: &Services<P>, req: &EdgeRequest) -> bool {
+    let settings = &services.config.policy.identity;
+    matches!(identity::credential_from(|name| req.header(name).map(str::to_owned), settings), Ok(Credential::ApiKey(_)))
+}
+
+/// Whether the anonymous limits of `req`'s IP group are known exhausted in this isolate (no
+/// Redis command): the refusal to answer with before spending a registry lookup.
+pub fn anonymous_blocked<P: Platform>(services: &Services<P>, req: &EdgeRequest) -> Option<(Caller, Decision)> {
+    let caller = anonymous(services, req);
+    let check = anonymous_check(&caller);
+    let blocked = services.limits.blocks.borrow_mut().get(&check, services.clock.now_ms());
+    blocked.map(|d| (caller, d))
+}
+
+/// Charges one request to the anonymous limits of `req`'s IP group; `Err` with the refusal when
+/// they are exhausted (answer 429). In memory mode the isolate's limiter decides; when Redis
+/// fails the charge is skipped, so it never makes Tollgate less available than the credential
+/// check it accompanies.
+pub async fn charge_anonymous<P: Platform>(
+    services: &Services<P>,
+    req: &EdgeRequest,
+) -> Result<(), (Caller, Decision)> {
+    let caller = anonymous(services, req);
+    let check = anonymous_check(&caller);
+    let now = services.clock.now_ms();
+    let decision = match &services.redis {
+        Some(redis) => match RemoteLimiter::new(redis, &services.keys).check(&check, None).await {
+            Ok(checked) => checked.decision,
+            Err(_) => return Ok(()),
+        },
+        None => match services.limits.memory.borrow_mut().check(&check, now) {
+            Ok(d) => d,
+            Err(_) => return Ok(()),
+        },
+    };
+    if decision.is_allowed() {
+        return Ok(());
+    }
+    if matches!(decision, Decision::Denied { .. }) {
+        services.limits.blocks.borrow_mut().insert(&check, &decision, services.clock.now_ms());
+    }
+    Err((caller, decision))
+}
+
+fn anonymous_check(caller: &Caller) -> Check<'_> {
+    Check {
+        subject_hash: &caller.identity.subject_hash,
+        tier_limits: &caller.tier.limits,
+        route_limits: &[],
+        cost: NonZeroU32::MIN,
+        mode: Mode::Consume,
+    }
 }
 
 /// The tier an identity names, else the default tier, else an empty one.

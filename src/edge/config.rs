@@ -31,6 +31,8 @@ pub struct Config {
     pub jwks_urls: Vec<String>,
     /// `TOLLGATE_HASH_SECRET`; `None` hashes identifiers with plain SHA-256.
     pub hash_secret: Option<String>,
+    /// `TOLLGATE_ORIGIN_SECRET`; when set, requests to the origin carry `X-Tollgate-Signature`.
+    pub origin_secret: Option<String>,
     /// The validated policy.
     pub policy: Policy,
     /// First 12 hex digits of the SHA-256 of `TOLLGATE_POLICY` as given (`default` when unset).
@@ -112,6 +114,7 @@ impl Config {
             jwt_secret: nonempty("TOLLGATE_JWT_SECRET"),
             jwks_urls,
             hash_secret: nonempty("TOLLGATE_HASH_SECRET"),
+            origin_secret: nonempty(super::signature::SECRET_VAR),
             policy,
             policy_version,
         })

@@ -121,6 +121,11 @@ pub enum AdminError {
     Disabled,
     /// No valid admin token (401).
     Unauthorized,
+    /// Too many wrong admin tokens from this address (429).
+    Throttled {
+        /// Seconds until the address may try again.
+        retry_after_s: u64,
+    },
     /// The operation needs Redis (503).
     RedisRequired,
     /// Redis could not be reached (503).
@@ -175,6 +180,12 @@ impl AdminError {
                 Problem::unauthorized("a valid admin token is required (Authorization: Bearer <TOLLGATE_ADMIN_TOKEN>)")
                     .with_header("www-authenticate", "Bearer realm=\"tollgate-admin\"")
             }
+            AdminError::Throttled { retry_after_s } => Problem::new(
+                ProblemKind::RateLimited,
+                format!("too many wrong admin tokens from this address; retry in {retry_after_s} s"),
+            )
+            .with("retry_after_s", *retry_after_s)
+            .with_header("retry-after", retry_after_s.to_string()),
             AdminError::RedisRequired => {
                 Problem::new(ProblemKind::RedisRequired, "this operation needs Redis; Tollgate runs in memory mode")
             }

@@ -9,6 +9,7 @@ use std::num::NonZeroU32;
 use std::rc::Rc;
 
 use crate::cache::{self, CacheTarget, OriginRequest, Served};
+use crate::identity::CallerKind;
 use crate::limiter::{Check, Decision, Mode, RemoteLimiter};
 use crate::policy::{CacheKeySource, CacheScope, FailurePolicy, Limit, Route, RouteMatch};
 use crate::redis::{RedisError, Reply};
@@ -19,6 +20,8 @@ use super::http::{EdgeRequest, EdgeResponse};
 use super::proxy::{self, Forwarded};
 use super::respond::{self, Decoration, Handled, LimitMode, Outcome, ProxyPlan};
 use super::services::{Background, Platform, Services};
+use super::signature;
+use super::stats::BackgroundWork;
 
 /// A request with its route resolved.
 struct Routed<'p> {
@@ -51,9 +54,24 @@ pub async fn gated<P: Platform>(services: &Rc<Services<P>>, req: EdgeRequest) ->
     services.stats.borrow_mut().request();
     let policy = &services.config.policy;
     let routed = Routed { route: policy.route_for(&req.method, &req.path), req };
+    // A made-up API key costs a registry lookup: once the caller's address has spent its
+    // anonymous allowance on them, it is refused before the lookup.
+    if caller::presents_api_key(services, &routed.req) {
+        if let Some((anon, blocked)) = caller::anonymous_blocked(services, &routed.req) {
+            return deny(services, &routed, &anon, &blocked, LimitMode::Redis);
+        }
+    }
     let caller = match caller::identify(services, &routed.req, routed.failure()).await {
         Ok(c) => c,
-        Err(e) => return finish(services, &routed.req, respond::error(&e), Decoration::NONE),
+        Err(e) => {
+            // Every refused credential is charged to the anonymous limits of its address.
+            if let (GateError::Auth(_), Err((anon, refused))) =
+                (&e, caller::charge_anonymous(services, &routed.req).await)
+            {
+                return deny(services, &routed, &anon, &refused, LimitMode::Redis);
+            }
+            return finish(services, &routed.req, respond::error(&e), Decoration::NONE);
+        }
     };
     let no_limits: [Limit; 0] = [];
     let route = routed.route.as_ref().map(|(r, _)| *r);
@@ -181,7 +199,7 @@ async fn forward<P: Platform>(
                 // The check failed (open or local): the cache steps aside too.
                 None => Err(RedisError::CircuitOpen),
             };
-            let request = origin_request(&routed.req, route, m, caller);
+            let request = origin_request(services, &routed.req, route, m, caller);
             let started = services.clock.now_ms();
             let served = cache.serve(&t, lookup, request).await;
             let mut timing = verdict.timing.clone();
@@ -193,7 +211,7 @@ async fn forward<P: Platform>(
         }
         (Some(_), None, Some((route, m))) => {
             // Memory mode: cacheable routes go to the origin (BYPASS).
-            let request = origin_request(&routed.req, route, m, caller);
+            let request = origin_request(services, &routed.req, route, m, caller);
             let started = services.clock.now_ms();
             let result = cache::Origin::fetch(&*services.origin, &request).await;
             let mut timing = verdict.timing.clone();
@@ -223,6 +241,11 @@ fn cache_target<P: Platform>(
 ) -> Result<Option<CacheTarget>, GateError> {
     let Some((route, matched)) = &routed.route else { return Ok(None) };
     let Some(rule) = route.cache.as_ref() else { return Ok(None) };
+    // A per-caller entry is shared only by requests of one authenticated subject: an address is
+    // not a subject (a NAT or a /64 holds many people), so anonymous callers bypass.
+    if rule.scope == CacheScope::Caller && caller.identity.kind == CallerKind::Anonymous {
+        return Ok(None);
+    }
     let req = &routed.req;
     let cacheable_method = match rule.key {
         CacheKeySource::Path => req.method == "GET" || req.method == "HEAD",
@@ -237,18 +260,32 @@ fn cache_target<P: Platform>(
     Ok(Some(CacheTarget::new(&route.name, rule, class.clone(), key)))
 }
 
-/// The origin request of a cacheable route (upstream path, forwarded headers).
-fn origin_request(req: &EdgeRequest, route: &Route, matched: &RouteMatch, caller: &Caller) -> OriginRequest {
-    let path = route.upstream_path(&req.path, matched);
+/// The origin request of a cacheable route: a `GET` (or the JSON body's `POST`) of the fill
+/// path, with only what the key covers forwarded on shared routes, signed when the origin
+/// secret is set.
+fn origin_request<P: Platform>(
+    services: &Services<P>,
+    req: &EdgeRequest,
+    route: &Route,
+    matched: &RouteMatch,
+    caller: &Caller,
+) -> OriginRequest {
+    let path = route.fill_path(matched);
     let path_and_query = if req.query.is_empty() { path } else { format!("{path}?{}", req.query) };
-    OriginRequest {
-        method: req.method.clone(),
-        path_and_query,
-        headers: match route.cache.as_ref().map(|c| c.scope) {
-            Some(CacheScope::Global) => proxy::shared_fill_headers(&req.headers),
-            _ => proxy::upstream_request_headers(&req.headers, Some(&forwarded(caller))),
-        },
-        body: req.body.clone(),
+    let method = if req.method == "HEAD" { "GET".to_owned() } else { req.method.clone() };
+    let mut headers = match route.cache.as_ref().map(|c| c.scope) {
+        Some(CacheScope::Global) => proxy::shared_fill_headers(!req.body.is_empty()),
+        _ => proxy::upstream_request_headers(&req.headers, Some(&forwarded(caller))),
+    };
+    sign(services, &method, &path_and_query, &mut headers);
+    OriginRequest { method, path_and_query, headers, body: req.body.clone() }
+}
+
+/// Adds `X-Tollgate-Signature` when `TOLLGATE_ORIGIN_SECRET` is set.
+fn sign<P: Platform>(services: &Services<P>, method: &str, path_and_query: &str, headers: &mut Vec<(String, String)>) {
+    if let Some(secret) = &services.config.origin_secret {
+        let now_s = services.clock.now_ms() / 1000;
+        signature::add(secret.as_bytes(), now_s, method, path_and_query, headers);
     }
 }
 
@@ -267,7 +304,7 @@ fn deny<P: Platform>(
 
 /// A response from a cache answer, with its background refresh.
 fn serve<P: Platform>(
-    services: &Services<P>,
+    services: &Rc<Services<P>>,
     routed: &Routed<'_>,
     caller: &Caller,
     target: &CacheTarget,
@@ -280,8 +317,14 @@ fn serve<P: Platform>(
     let resp = respond::cached(&routed.req, target, served, services.clock.now_ms());
     let mut handled = finish(services, &routed.req, resp, decoration);
     if let Some(refresh) = refresh {
+        let services = services.clone();
+        let route = target.route.clone();
         handled.background.push(Box::pin(async move {
-            let _ = refresh.run().await;
+            let outcome = refresh.run().await;
+            if let Some(reason) = outcome.failure() {
+                services.stats.borrow_mut().background_failed(BackgroundWork::Refresh);
+                crate::log::error("cache_refresh_failed", &[("route", route.into()), ("reason", reason.into())]);
+            }
         }));
     }
     handled
@@ -310,16 +353,25 @@ fn proxy_plan<P: Platform>(
     let path = routed.route.as_ref().map_or_else(|| req.path.clone(), |(r, m)| r.upstream_path(&req.path, m));
     let origin = services.config.origin_url.as_deref().unwrap_or_default();
     let mut shell = EdgeResponse::new(200);
-    decoration.apply(&services.config.policy.cors, req, &mut shell);
+    decoration.apply_limits(&mut shell);
+    if routed.route.as_ref().is_some_and(|(r, _)| r.cache.is_some()) {
+        // A cached route proxied: an anonymous caller on a per-caller route.
+        shell.set_header("x-cache", "BYPASS");
+    }
+    let path_and_query = if req.query.is_empty() { path.clone() } else { format!("{path}?{}", req.query) };
+    let mut request_headers = proxy::upstream_request_headers(&req.headers, Some(&forwarded(caller)));
+    sign(services, &req.method, &path_and_query, &mut request_headers);
     let after_write =
         cache::key_for_write(&services.config.policy, &req.method, &req.path, &caller.identity.subject_hash)
             .map(|write| invalidate_later(services, write));
     ProxyPlan {
         url: proxy::upstream_url(origin, &path, &req.query),
         method: req.method.clone(),
-        request_headers: proxy::upstream_request_headers(&req.headers, Some(&forwarded(caller))),
+        request_headers,
         body: (!req.body.is_empty()).then(|| req.body.clone()),
         response_headers: shell.headers,
+        cors: (services.config.policy.cors.clone(), req.header("origin").map(str::to_owned)),
+        timeout_ms: services.config.policy.proxy.timeout_ms.get(),
         server_timing: timing,
         after_write,
     }
@@ -334,7 +386,13 @@ fn invalidate_later<P: Platform>(
     Box::new(move || -> Background {
         Box::pin(async move {
             if let Some(cache) = &services.cache {
-                let _ = cache.invalidate(&write.target, &services.config.policy.cache_classes).await;
+                if let Err(e) = cache.invalidate(&write.target, &services.config.policy.cache_classes).await {
+                    services.stats.borrow_mut().background_failed(BackgroundWork::Invalidate);
+                    crate::log::error(
+                        "cache_invalidation_failed",
+                        &[("route", write.route.clone().into()), ("reason", e.reason().into())],
+                    );
+                }
             }
         })
     })

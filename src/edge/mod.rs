@@ -3,6 +3,7 @@
 //! Configuration, headers (CORS, problem+json), errors and the wasm glue live beside them.
 
 pub mod admin;
+pub mod body;
 mod caller;
 pub mod config;
 pub mod cors;
@@ -15,6 +16,7 @@ pub mod proxy;
 pub mod respond;
 pub mod router;
 pub mod services;
+pub mod signature;
 pub mod stats;
 #[cfg(test)]
 mod tests;

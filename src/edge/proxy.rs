@@ -67,18 +67,16 @@ pub fn upstream_request_headers(headers: &[(String, String)], caller: Option<&Fo
     out
 }
 
-/// Headers kept on a fill of a shared cache entry: the answer is served to every caller, so it
-/// must not depend on (or reveal) the one whose miss caused it.
-const SHARED_FILL_HEADERS: [&str; 3] = ["accept", "content-type", "user-agent"];
-
-/// Request headers for the origin when filling a shared (global) cache entry: only neutral
-/// headers, no credentials, cookies or caller identity; `x-tollgate-caller: cache` says why.
-pub fn shared_fill_headers(headers: &[(String, String)]) -> Vec<(String, String)> {
-    let mut out: Vec<(String, String)> = headers
-        .iter()
-        .filter(|(n, _)| SHARED_FILL_HEADERS.iter().any(|k| n.eq_ignore_ascii_case(k)))
-        .cloned()
-        .collect();
+/// Request headers for the origin when filling a shared (global) cache entry. The answer is
+/// served to every caller whose request has the same key, so nothing the key does not cover is
+/// forwarded: no header of the caller at all (no `Accept`, `User-Agent`, credentials, cookies or
+/// identity). A fill with a body (a JSON-body route, whose key is the body's canonical form) says
+/// `content-type: application/json`; `x-tollgate-caller: cache` tells the origin why.
+pub fn shared_fill_headers(with_json_body: bool) -> Vec<(String, String)> {
+    let mut out = Vec::with_capacity(2);
+    if with_json_body {
+        out.push(("content-type".into(), "application/json".into()));
+    }
     out.push(("x-tollgate-caller".into(), "cache".into()));
     out
 }
@@ -158,14 +156,12 @@ mod tests {
     }
 
     #[test]
-    fn shared_fills_carry_no_caller_identity_or_credentials() {
-        let out = shared_fill_headers(&h(&[
-            ("authorization", "Bearer a.b.c"),
-            ("cookie", "sid=1"),
-            ("accept", "application/json"),
-            ("x-tollgate-subject", "abc"),
-        ]));
-        assert_eq!(out, h(&[("accept", "application/json"), ("x-tollgate-caller", "cache")]));
+    fn shared_fills_carry_nothing_the_key_does_not_cover() {
+        assert_eq!(shared_fill_headers(false), h(&[("x-tollgate-caller", "cache")]));
+        assert_eq!(
+            shared_fill_headers(true),
+            h(&[("content-type", "application/json"), ("x-tollgate-caller", "cache")])
+        );
     }
 
     #[test]

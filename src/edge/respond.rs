@@ -76,17 +76,23 @@ pub struct ProxyPlan {
     pub request_headers: Vec<(String, String)>,
     /// The body when the gate read it; `None` streams the original body.
     pub body: Option<Vec<u8>>,
-    /// Headers added to the origin's answer (rate limit, CORS, mode).
+    /// Headers set on the origin's answer (rate limit, mode).
     pub response_headers: Vec<(String, String)>,
+    /// The CORS settings and the request's `Origin`, merged with the origin's own CORS
+    /// headers once they are known ([`cors::merge_for`]).
+    pub cors: (CorsSettings, Option<String>),
     /// Server-Timing entries measured before the proxy (`redis;dur=3`).
     pub server_timing: Vec<String>,
+    /// How long the origin may take to send its response headers, ms (then `504`).
+    pub timeout_ms: u32,
     /// Invalidation to run when the origin accepts a write to a cached resource, before the
     /// answer is returned (read-your-writes).
     pub after_write: Option<Box<dyn FnOnce() -> Background>>,
 }
 
 impl ProxyPlan {
-    /// Adds Tollgate's headers to the origin's answer (or to the error standing in for it).
+    /// Adds Tollgate's headers to the origin's answer (or to the error standing in for it),
+    /// whose own headers `resp` holds: rate limit, mode and timing are set, CORS is merged.
     pub fn decorate(&self, resp: &mut EdgeResponse, origin_ms: u64) {
         for (name, value) in &self.response_headers {
             resp.set_header(name, value.clone());
@@ -94,6 +100,17 @@ impl ProxyPlan {
         let mut timing = self.server_timing.clone();
         timing.push(format!("origin;dur={origin_ms}"));
         resp.set_header("server-timing", timing.join(", "));
+        cors::merge_for(&self.cors.0, self.cors.1.as_deref(), &mut resp.headers);
+    }
+
+    /// The names of the headers [`ProxyPlan::decorate`] may set or change.
+    pub fn decorated_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.response_headers.iter().map(|(n, _)| n.to_ascii_lowercase()).collect();
+        names.extend(cors::MERGED.iter().map(|n| (*n).to_owned()));
+        names.push("server-timing".to_owned());
+        names.sort();
+        names.dedup();
+        names
     }
 
     /// The work due once the origin answered `status` (a 2xx write to a cached resource
@@ -123,6 +140,12 @@ impl Decoration<'_> {
 
     /// Adds the headers to `resp`.
     pub fn apply(&self, cors_settings: &CorsSettings, req: &EdgeRequest, resp: &mut EdgeResponse) {
+        self.apply_limits(resp);
+        cors::decorate(cors_settings, req, resp);
+    }
+
+    /// Adds every header but CORS (the streamed proxy merges CORS once the origin answered).
+    pub fn apply_limits(&self, resp: &mut EdgeResponse) {
         if let Some(d) = self.decision {
             for (name, value) in rate_limit_headers(d) {
                 resp.set_header(name, value);
@@ -134,7 +157,6 @@ impl Decoration<'_> {
         if !self.timing.is_empty() {
             resp.set_header("server-timing", self.timing.join(", "));
         }
-        cors::decorate(cors_settings, req, resp);
     }
 }
 
@@ -187,7 +209,13 @@ pub fn cached(req: &EdgeRequest, target: &CacheTarget, served: Served, now_ms: u
             }
             r
         }
-        Payload::Passthrough(o) => passed_through(o, served.status),
+        Payload::Passthrough(o) => {
+            let mut r = passed_through(o, served.status);
+            if req.method == "HEAD" {
+                r.body.clear();
+            }
+            r
+        }
     }
 }
 

@@ -162,6 +162,8 @@ pub struct Services<P: Platform> {
     wire_seen: Cell<(u64, u64)>,
     /// When this isolate started, Unix ms.
     pub started_ms: u64,
+    /// Wrong admin tokens per address (see [`super::admin::throttle`]).
+    pub admin_failures: RefCell<super::admin::throttle::AuthThrottle>,
 }
 
 impl<P: Platform> Services<P> {
@@ -214,6 +216,7 @@ impl<P: Platform> Services<P> {
             stats: RefCell::new(Stats::default()),
             wire_seen: Cell::new((0, 0)),
             started_ms,
+            admin_failures: RefCell::new(super::admin::throttle::AuthThrottle::default()),
         }
     }
 

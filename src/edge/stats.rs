@@ -13,7 +13,27 @@ use crate::redis::{Command, Reply};
 pub const FIELDS: [&str; 6] = ["allowed", "denied", "hit", "miss", "stale", "bypass"];
 
 /// Fields counted once per isolate, not per route.
-const GLOBAL: [&str; 3] = ["requests", "redis_requests", "redis_commands"];
+const GLOBAL: [&str; 5] = ["requests", "redis_requests", "redis_commands", "refresh_failed", "invalidate_failed"];
+
+/// Background work whose failure is counted (and logged): nobody waits on it, so this is the
+/// only place it shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BackgroundWork {
+    /// A stale or early cache refresh.
+    Refresh,
+    /// The invalidation after a write.
+    Invalidate,
+}
+
+impl BackgroundWork {
+    /// Stable counter name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BackgroundWork::Refresh => "refresh_failed",
+            BackgroundWork::Invalidate => "invalidate_failed",
+        }
+    }
+}
 
 /// How long the stored counters live after their last flush, ms (refreshed on every flush).
 const STORED_TTL_MS: u64 = 30 * 24 * 3600 * 1000;
@@ -44,6 +64,11 @@ impl Stats {
     pub fn redis(&mut self, requests: u64, commands: u64) {
         *self.counts.entry(field("_", "_", "redis_requests")).or_default() += requests;
         *self.counts.entry(field("_", "_", "redis_commands")).or_default() += commands;
+    }
+
+    /// Counts one failed piece of background work.
+    pub fn background_failed(&mut self, work: BackgroundWork) {
+        *self.counts.entry(field("_", "_", work.as_str())).or_default() += 1;
     }
 
     /// Whether the counters should be flushed now (non-empty and `interval_ms` since the last).
@@ -176,6 +201,10 @@ pub fn report(stored: &BTreeMap<String, u64>, local: &BTreeMap<String, u64>, now
         "now_ms": now_ms,
         "routes": routes,
         "totals": Value::Object(totals_json),
+        "background": {
+            "refresh_failed": global.get("refresh_failed").copied().unwrap_or(0),
+            "invalidate_failed": global.get("invalidate_failed").copied().unwrap_or(0),
+        },
         "redis": {
             "requests": redis_requests,
             "commands": redis_commands,
@@ -224,6 +253,18 @@ mod tests {
         assert_eq!(rows.len(), 2);
         assert_eq!(rows[1]["route"], "config");
         assert_eq!(rows[1]["allowed"], 10);
+    }
+
+    #[test]
+    fn background_failures_are_counted_and_reported() {
+        let mut s = Stats::default();
+        s.background_failed(BackgroundWork::Refresh);
+        s.background_failed(BackgroundWork::Refresh);
+        s.background_failed(BackgroundWork::Invalidate);
+        let r = report(&BTreeMap::new(), s.pending(), 1);
+        assert_eq!(r["background"]["refresh_failed"], 2);
+        assert_eq!(r["background"]["invalidate_failed"], 1);
+        assert_eq!(flush_commands(&Keys::default(), s.pending(), 1).len(), 2 + 2);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use worker::{event, Context, Env, ScheduleContext, ScheduledEvent};
 
 use crate::cache::{Origin, OriginError, OriginRequest, OriginResponse};
 use crate::clock::{Clock, Sleeper, SystemClock, SystemRandom, Timer};
+use crate::edge::body::{check_declared, BodyRefusal, CappedBody};
 use crate::edge::config::Config;
 use crate::edge::events::{KEEPALIVE, KEEPALIVE_MS};
 use crate::edge::http::{split_url, EdgeRequest, EdgeResponse};
@@ -21,7 +22,7 @@ use crate::identity::web::{FetchKeySource, WebCryptoVerifier};
 use crate::redis::{BudgetConfig, FetchTransport};
 
 /// The variables the Worker reads; their values together key the isolate's gate.
-const VARS: [&str; 9] = [
+const VARS: [&str; 10] = [
     "UPSTASH_REDIS_REST_URL",
     "UPSTASH_REDIS_REST_TOKEN",
     "REDIS_ENABLED",
@@ -31,6 +32,7 @@ const VARS: [&str; 9] = [
     "TOLLGATE_JWKS_URL",
     "TOLLGATE_HASH_SECRET",
     "TOLLGATE_POLICY",
+    "TOLLGATE_ORIGIN_SECRET",
 ];
 
 /// The Workers runtime: Redis and the origin over `fetch`, JS timers.
@@ -117,12 +119,25 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
         Err(message) => return to_response(Problem::new(ProblemKind::InvalidConfig, message).to_response()),
     };
     let method = req.method();
-    let (path, query) = split_url(&req.url());
-    let body = if gate.needs_body(&method, &path) { read_body(&req).await } else { Vec::new() };
+    let (raw_path, query) = split_url(&req.url());
+    // The entrance's rules, applied before a byte of the body is read: the normalized path is
+    // the one the body rule, the routes and the origin see.
+    let path = match Edge::<WorkerPlatform>::normalize_path(&raw_path) {
+        Ok(p) => p,
+        Err(resp) => return to_response(resp),
+    };
     let mut headers = header_list(&req.headers());
     for (name, _) in &mut headers {
         name.make_ascii_lowercase();
     }
+    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    let body = match gate.body_cap(&method, &path, header("authorization")) {
+        None => Vec::new(),
+        Some(cap) => match read_capped(&req, header("content-length"), cap).await {
+            Ok(bytes) => bytes,
+            Err(refusal) => return to_response(refusal.error().problem().to_response()),
+        },
+    };
     let edge_req = EdgeRequest { method, path, query, headers, body };
 
     let handled = gate.handle(edge_req).await;
@@ -143,13 +158,31 @@ async fn scheduled(_event: ScheduledEvent, env: Env, ctx: ScheduleContext) {
     }
 }
 
-/// The whole request body (empty when there is none or it cannot be read).
-async fn read_body(req: &web_sys::Request) -> Vec<u8> {
-    let Ok(promise) = req.array_buffer() else { return Vec::new() };
-    match wasm_bindgen_futures::JsFuture::from(promise).await {
-        Ok(buffer) => js_sys::Uint8Array::new(&buffer).to_vec(),
-        Err(_) => Vec::new(),
+/// The request body, at most `cap` bytes: a declared `Content-Length` over the cap is refused
+/// before reading, and the stream is read chunk by chunk and abandoned as soon as it passes the
+/// cap (a chunked body, or one longer than it said). Empty when there is none or it cannot be
+/// read.
+async fn read_capped(req: &web_sys::Request, content_length: Option<&str>, cap: usize) -> Result<Vec<u8>, BodyRefusal> {
+    check_declared(content_length, cap)?;
+    let Some(stream) = req.body() else { return Ok(Vec::new()) };
+    let Ok(reader) = stream.get_reader().dyn_into::<web_sys::ReadableStreamDefaultReader>() else {
+        return Ok(Vec::new());
+    };
+    let mut body = CappedBody::new(cap);
+    loop {
+        let Ok(chunk) = wasm_bindgen_futures::JsFuture::from(reader.read()).await else { break };
+        let done = js_sys::Reflect::get(&chunk, &JsValue::from_str("done")).ok().and_then(|d| d.as_bool());
+        if done != Some(false) {
+            break;
+        }
+        let Ok(value) = js_sys::Reflect::get(&chunk, &JsValue::from_str("value")) else { break };
+        let bytes = js_sys::Uint8Array::new(&value);
+        if let Err(refusal) = body.push(&bytes.to_vec()) {
+            let _ = reader.cancel();
+            return Err(refusal);
+        }
     }
+    Ok(body.into_bytes())
 }
 
 /// Converts a plain response into a runtime one.
@@ -182,6 +215,10 @@ async fn stream_proxy(req: &web_sys::Request, mut plan: ProxyPlan) -> worker::Re
         headers.append(name, value)?;
     }
     init.set_headers(&headers);
+    let controller = web_sys::AbortController::new().ok();
+    if let Some(c) = &controller {
+        init.set_signal(Some(&c.signal()));
+    }
     if !matches!(plan.method.as_str(), "GET" | "HEAD") {
         match &plan.body {
             Some(bytes) => init.set_body(&js_sys::Uint8Array::from(bytes.as_slice()).into()),
@@ -201,7 +238,24 @@ async fn stream_proxy(req: &web_sys::Request, mut plan: ProxyPlan) -> worker::Re
         }
     };
     let promise = js_sys::global().unchecked_into::<web_sys::WorkerGlobalScope>().fetch_with_request(&upstream);
-    let answer = wasm_bindgen_futures::JsFuture::from(promise).await;
+    // The origin's response headers race `proxy.timeout`: a hung origin gets a 504, never a
+    // request held open.
+    let answer = wasm_bindgen_futures::JsFuture::from(promise);
+    let timer = Timer::after(plan.timeout_ms);
+    futures::pin_mut!(answer);
+    let answer = match select(answer, timer).await {
+        Either::Left((answer, _)) => answer,
+        Either::Right(((), _)) => {
+            if let Some(c) = controller {
+                c.abort();
+            }
+            let origin_ms = SystemClock.now_ms().saturating_sub(started);
+            let detail = format!("the origin sent no response headers within {} ms", plan.timeout_ms);
+            let mut problem = Problem::new(ProblemKind::OriginTimeout, detail).to_response();
+            plan.decorate(&mut problem, origin_ms);
+            return to_response(problem);
+        }
+    };
     let origin_ms = SystemClock.now_ms().saturating_sub(started);
     let resp: web_sys::Response = match answer.and_then(|v| v.dyn_into()) {
         Ok(r) => r,
@@ -214,7 +268,8 @@ async fn stream_proxy(req: &web_sys::Request, mut plan: ProxyPlan) -> worker::Re
     };
 
     let status = resp.status();
-    let mut added = EdgeResponse::new(status);
+    // The origin's own headers, so CORS and Vary are merged with them, never replaced.
+    let mut added = EdgeResponse { status, headers: header_list(&resp.headers()), body: Vec::new() };
     plan.decorate(&mut added, origin_ms);
     // A write to a cached resource invalidates it before its answer goes out, so the caller's
     // next read sees the new value.
@@ -227,8 +282,13 @@ async fn stream_proxy(req: &web_sys::Request, mut plan: ProxyPlan) -> worker::Re
     resp_init.set_headers(&resp.headers().into());
     let out = web_sys::Response::new_with_opt_readable_stream_and_init(resp.body().as_ref(), &resp_init)?;
     let out_headers = out.headers();
-    for (name, value) in &added.headers {
-        out_headers.set(name, value)?;
+    for name in plan.decorated_names() {
+        let mut values = added.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(&name)).map(|(_, v)| v);
+        let Some(first) = values.next() else { continue };
+        out_headers.set(&name, first)?;
+        for value in values {
+            out_headers.append(&name, value)?;
+        }
     }
     Ok(out)
 }

@@ -7,7 +7,7 @@ use std::num::{NonZeroU32, NonZeroU64};
 use super::pattern::PathPattern;
 use super::{
     Algorithm, CacheClass, CacheKeySource, CacheRule, CacheScope, CacheSettings, CorsSettings, FailurePolicy,
-    IdentitySettings, Limit, Policy, RedisSettings, Route, Tier,
+    IdentitySettings, Limit, Policy, ProxySettings, RedisSettings, Route, Tier,
 };
 
 /// Default Redis key namespace.
@@ -73,6 +73,11 @@ const BREAKER_WINDOW_MS: NonZeroU32 = nz32(10_000);
 const BREAKER_COOLDOWN_MS: NonZeroU32 = nz32(5_000);
 const LOCK_TTL_MS: NonZeroU32 = nz32(5_000);
 const ORIGIN_TIMEOUT_MS: NonZeroU32 = nz32(5_000);
+/// How long a streamed origin may take to send its headers: longer than a cache fill's budget,
+/// since proxied routes include slow ones (chat, uploads).
+const PROXY_TIMEOUT_MS: NonZeroU32 = nz32(30_000);
+/// Bytes of bodies the in-isolate cache layer holds: an eighth of an isolate's 128 MB.
+pub const ISOLATE_MAX_BYTES: u32 = 16 * 1024 * 1024;
 
 /// The default policy: the documented tiers, route limits, cache classes and cacheable routes.
 pub fn policy() -> Policy {
@@ -111,6 +116,7 @@ pub fn policy() -> Policy {
         cache: CacheSettings {
             isolate_ttl_ms: 2_000,
             isolate_capacity: 256,
+            isolate_max_bytes: ISOLATE_MAX_BYTES,
             max_body_bytes: 1024 * 1024,
             compress_min_bytes: 1024,
             lock_ttl_ms: LOCK_TTL_MS,
@@ -119,6 +125,7 @@ pub fn policy() -> Policy {
             early_refresh_beta: 1.0,
         },
         cors: CorsSettings { allow_origins: vec!["*".to_owned()], max_age_s: 600 },
+        proxy: ProxySettings { timeout_ms: PROXY_TIMEOUT_MS },
     }
 }
 
@@ -168,6 +175,7 @@ pub fn routes() -> Vec<Route> {
                 scope: CacheScope::Global,
                 tags: vec!["config".to_owned()],
                 warm: vec!["app".to_owned()],
+                invalidate_on: write_methods(),
             }),
         },
         Route {
@@ -184,9 +192,16 @@ pub fn routes() -> Vec<Route> {
                 scope: CacheScope::Global,
                 tags: Vec::new(),
                 warm: Vec::new(),
+                invalidate_on: write_methods(),
             }),
         },
     ]
+}
+
+/// The methods whose 2xx answer invalidates a cached route's entry, unless the route says
+/// otherwise.
+pub fn write_methods() -> Vec<String> {
+    ["PUT", "PATCH", "DELETE", "POST"].iter().map(|m| (*m).to_owned()).collect()
 }
 
 /// A tier with one limit, its id derived as for user-written tiers (`tier-basic-1h`).
@@ -329,6 +344,15 @@ mod tests {
             (5000, 2000, 5000, 1.0)
         );
         assert_eq!((p.cors.allow_origins.as_slice(), p.cors.max_age_s), (&["*".to_owned()][..], 600));
+        assert_eq!((c.isolate_max_bytes, p.proxy.timeout_ms.get()), (16 << 20, 30_000));
+        assert_eq!(
+            p.routes
+                .iter()
+                .find(|r| r.name == "config")
+                .and_then(|r| r.cache.as_ref())
+                .map(|c| c.invalidate_on.clone()),
+            Some(write_methods())
+        );
         assert_eq!(Policy::default(), p);
     }
 }

@@ -39,6 +39,8 @@ pub struct Policy {
     pub cache: CacheSettings,
     /// Cross-origin access for browser frontends.
     pub cors: CorsSettings,
+    /// Requests streamed to the origin (routes that are not cached).
+    pub proxy: ProxySettings,
 }
 
 impl Policy {
@@ -197,6 +199,18 @@ impl Route {
             None => path.to_owned(),
         }
     }
+
+    /// The origin path of a cache fill: the upstream template filled with the match, or the
+    /// route's own pattern rebuilt from it (its literal text as the policy writes it, then the
+    /// captured values). The key is made of the captured values, so the path a fill forwards
+    /// must be a function of them alone: `/API/config/app` and `/api/config/app` share an entry,
+    /// and both fill from the same origin path.
+    pub fn fill_path(&self, matched: &RouteMatch) -> String {
+        match &self.upstream_path {
+            Some(template) => pattern::fill(template, matched),
+            None => self.pattern.render(matched),
+        }
+    }
 }
 
 /// How a cacheable route builds its key and stores its entries.
@@ -212,6 +226,9 @@ pub struct CacheRule {
     pub tags: Vec<String>,
     /// Keys (the route's path parameters joined by `/`, e.g. `app`) filled by warming.
     pub warm: Vec<String>,
+    /// Methods whose 2xx answer to a path of this route invalidates its entry (upper case;
+    /// `PUT`, `PATCH`, `DELETE`, `POST` by default; empty: no write invalidates).
+    pub invalidate_on: Vec<String>,
 }
 
 /// What identifies a cache entry of a route.
@@ -300,6 +317,8 @@ pub struct CacheSettings {
     pub isolate_ttl_ms: u32,
     /// Entries kept in the in-isolate layer.
     pub isolate_capacity: u32,
+    /// Bytes of bodies the in-isolate layer holds at most (an isolate has 128 MB in all).
+    pub isolate_max_bytes: u32,
     /// Bodies larger than this are never cached, bytes.
     pub max_body_bytes: u32,
     /// Bodies at least this large are stored compressed, bytes.
@@ -312,6 +331,13 @@ pub struct CacheSettings {
     pub origin_timeout_ms: NonZeroU32,
     /// XFetch β: 0 disables probabilistic early refresh; 1 is the usual setting.
     pub early_refresh_beta: f64,
+}
+
+/// Requests streamed to the origin.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProxySettings {
+    /// How long the origin may take to send its response headers, ms (then `504`).
+    pub timeout_ms: NonZeroU32,
 }
 
 /// Cross-origin access.

@@ -1,10 +1,12 @@
 //! Route path patterns (`/health`, `/api/config/{name}`, `/api/chat*`) and the upstream path
 //! templates filled from what they capture.
 //!
-//! A pattern is matched against the request path exactly as received (no query string), case
-//! sensitively:
+//! A pattern is matched against the request path after the entrance normalized it
+//! ([`crate::path::normalize`]; no query string). Literal text matches ignoring ASCII case, so
+//! `/API/auth/login` meets the limits of `/api/auth*` on an origin that serves paths
+//! case-insensitively; captured parameters and the forwarded path keep the case they came with:
 //!
-//! - literal text matches itself; `/health` does not match `/health/`;
+//! - literal text matches itself in any ASCII case; `/health` does not match `/health/`;
 //! - `{name}` is one whole, non-empty segment (`/api/config/{name}` matches `/api/config/app`, not
 //!   `/api/config/` nor `/api/config/a/b`);
 //! - a trailing `*` matches any rest, including none and including the rest of a segment:
@@ -74,6 +76,10 @@ pub enum PatternError {
     /// A character that has no place in a path (`?`, `#`, whitespace, control characters).
     #[error("character {0:?} is not allowed in a path")]
     ForbiddenChar(char),
+    /// Text the entrance's normalization would spell differently (an encoded unreserved
+    /// character, lower-case hex, `\`), which no normalized request path could ever match.
+    #[error("not in normalized form (write it as {0:?})")]
+    NotNormalized(String),
 }
 
 /// One piece of a parsed pattern or template.
@@ -167,7 +173,7 @@ impl PathPattern {
         let mut params = Vec::new();
         for piece in &self.pieces {
             match piece {
-                Piece::Literal(text) => at = at.strip_prefix(text.as_str())?,
+                Piece::Literal(text) => at = strip_prefix_ignore_case(at, text)?,
                 Piece::Param(name) => {
                     let end = at.find('/').unwrap_or(at.len());
                     let (value, rest) = at.split_at(end);
@@ -186,6 +192,21 @@ impl PathPattern {
         } else {
             None
         }
+    }
+
+    /// The pattern rebuilt from what it captured: its literal text as written, the captured
+    /// values, then what `*` matched.
+    pub fn render(&self, m: &RouteMatch) -> String {
+        let mut out = String::with_capacity(self.source.len() + m.rest.len() + 16);
+        let mut params = m.params.iter();
+        for piece in &self.pieces {
+            match piece {
+                Piece::Literal(text) => out.push_str(text),
+                Piece::Param(_) => out.push_str(params.next().map_or("", |(_, v)| v.as_str())),
+            }
+        }
+        out.push_str(&m.rest);
+        out
     }
 
     /// The concrete path with `values` for the parameters in order, for patterns without `*`
@@ -209,6 +230,20 @@ impl PathPattern {
             }
         }
         Some(out)
+    }
+
+    /// The match a warm key stands for (the parameter values joined by `/`: `app`, `eu/app`),
+    /// checked as a request would be: the path it fills must be in normal form
+    /// ([`crate::path::normalize`]) and match this pattern, so warming can fill no entry a
+    /// request could not reach. `None` for anything else.
+    pub fn warm_match(&self, key: &str) -> Option<RouteMatch> {
+        let values: Vec<&str> =
+            if key.is_empty() && self.params().count() == 0 { Vec::new() } else { key.split('/').collect() };
+        let path = self.path_with(&values)?;
+        if !crate::path::is_normalized(&path) {
+            return None;
+        }
+        self.matches(&path)
     }
 
     /// Checks an upstream path template against this pattern: every `{param}` must be captured by
@@ -290,7 +325,31 @@ fn check_common(source: &str) -> Result<(), PatternError> {
             return Err(PatternError::DotSegment);
         }
     }
-    Ok(())
+    // Parameters stand for one plain segment each; the rest must be what `normalize` writes.
+    let mut plain = String::with_capacity(trimmed.len());
+    let mut in_param = false;
+    for c in trimmed.chars() {
+        match c {
+            '{' => {
+                in_param = true;
+                plain.push('p');
+            }
+            '}' => in_param = false,
+            c if !in_param => plain.push(c),
+            _ => {}
+        }
+    }
+    match crate::path::normalize(&plain) {
+        Ok(n) if n == plain => Ok(()),
+        Ok(n) => Err(PatternError::NotNormalized(n)),
+        Err(_) => Err(PatternError::NotNormalized(plain.replace('\\', "/"))),
+    }
+}
+
+/// `at` without a leading `prefix`, compared ignoring ASCII case.
+fn strip_prefix_ignore_case<'a>(at: &'a str, prefix: &str) -> Option<&'a str> {
+    let head = at.get(..prefix.len())?;
+    head.eq_ignore_ascii_case(prefix).then(|| &at[prefix.len()..])
 }
 
 /// Splits text into literals and `{params}`, checking braces and names.
@@ -356,7 +415,9 @@ mod tests {
             ("/health", "/health", Some(&[])),
             ("/health", "/health/", None),
             ("/health", "/healthz", None),
-            ("/health", "/Health", None),
+            ("/health", "/Health", Some(&[])),
+            ("/api/auth*", "/API/Auth/login", Some(&[])),
+            ("/api/config/{name}", "/API/config/App", Some(&[("name", "App")])),
             ("/health", "/health?x=1", Some(&[])),
             ("/api/chat*", "/api/chat", Some(&[])),
             ("/api/chat*", "/api/chat/x", Some(&[])),
@@ -425,6 +486,9 @@ mod tests {
             ("/a b", PatternError::ForbiddenChar(' ')),
             ("/a?b=1", PatternError::ForbiddenChar('?')),
             ("/a#b", PatternError::ForbiddenChar('#')),
+            ("/a/%61", PatternError::NotNormalized("/a/a".into())),
+            ("/a/%c3%a9", PatternError::NotNormalized("/a/%C3%A9".into())),
+            ("/a\\b", PatternError::NotNormalized("/a/b".into())),
         ];
         for (pattern, expected) in table {
             assert_eq!(PathPattern::parse(pattern).as_ref(), Err(expected), "{pattern:?}");
@@ -467,6 +531,30 @@ mod tests {
         assert_eq!(pattern.path_with(&["a/b"]), None);
         assert_eq!(p("/api/chat*").path_with(&[]), None);
         assert_eq!(p("/health").path_with(&[]).as_deref(), Some("/health"));
+    }
+
+    #[test]
+    fn a_match_renders_back_to_the_pattern_as_written() {
+        let pattern = p("/api/config/{name}");
+        assert_eq!(pattern.render(&pattern.matches("/API/Config/App").unwrap()), "/api/config/App");
+        let wild = p("/docs/*");
+        assert_eq!(wild.render(&wild.matches("/DOCS/Intro/a").unwrap()), "/docs/Intro/a");
+        let two = p("/u/{user}/items/{item}");
+        assert_eq!(two.render(&two.matches("/u/7/items/9").unwrap()), "/u/7/items/9");
+    }
+
+    #[test]
+    fn warm_keys_are_checked_as_request_paths_are() {
+        let pattern = p("/api/config/{name}");
+        assert_eq!(pattern.warm_match("app").map(|m| m.params), Some(vec![("name".into(), "app".into())]));
+        for bad in ["", "..", ".", "%2e%2E", "a/b", "a%2Fb", "a\\b", "%61pp", "a%zz", "a b", "a?b", "caf%c3%a9"] {
+            assert_eq!(pattern.warm_match(bad), None, "{bad:?}");
+        }
+        assert!(pattern.warm_match("caf%C3%A9").is_some(), "escapes in normal form are fine");
+        let two = p("/u/{user}/items/{item}");
+        assert!(two.warm_match("7/9").is_some());
+        assert!(two.warm_match("7").is_none() && two.warm_match("7/9/1").is_none());
+        assert!(p("/health").warm_match("").is_some());
     }
 
     #[test]

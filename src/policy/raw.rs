@@ -119,6 +119,18 @@ pub struct RawPolicy {
     /// Cross-origin access.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cors: Option<RawCors>,
+    /// Requests streamed to the origin.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<RawProxy>,
+}
+
+/// Requests streamed to the origin.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a proxy settings object")]
+pub struct RawProxy {
+    /// How long the origin may take to send its response headers.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<RawDuration>,
 }
 
 /// A tier: the limits each of its callers gets (an empty list means unlimited).
@@ -191,6 +203,9 @@ pub struct RawCacheRule {
     /// Parameter values filled by warming.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub warm: Option<Vec<String>>,
+    /// Methods whose 2xx answer to a path of the route invalidates its entry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalidate_on: Option<Vec<String>>,
 }
 
 /// A cache TTL class; fields left out keep the default class's values (or the generic ones).
@@ -284,6 +299,9 @@ pub struct RawCache {
     /// Entries kept in the in-isolate layer.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub isolate_capacity: Option<u64>,
+    /// Bytes of bodies the in-isolate layer holds at most.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub isolate_max_bytes: Option<u64>,
     /// Bodies larger than this are never cached, bytes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_body_bytes: Option<u64>,

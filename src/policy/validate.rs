@@ -9,11 +9,11 @@ use serde_path_to_error::Segment;
 use super::pattern::PathPattern;
 use super::raw::{
     format_duration_ms, RawCache, RawCacheClass, RawCacheRule, RawCors, RawDuration, RawIdentity, RawLimit, RawPolicy,
-    RawRedis, RawRoute, RawTier,
+    RawProxy, RawRedis, RawRoute, RawTier,
 };
 use super::{
     defaults, Algorithm, CacheClass, CacheKeySource, CacheRule, CacheScope, CacheSettings, CorsSettings, FailurePolicy,
-    IdentitySettings, Limit, Policy, PolicyError, RedisSettings, Route, Tier,
+    IdentitySettings, Limit, Policy, PolicyError, ProxySettings, RedisSettings, Route, Tier,
 };
 
 const SECOND_MS: u64 = 1_000;
@@ -26,6 +26,8 @@ const MAX_TTL_MS: u64 = 365 * DAY_MS;
 const MAX_WINDOW_MS: u64 = 400 * DAY_MS;
 /// Largest cacheable body: a stored entry must fit in one Upstash request (10 MB).
 const MAX_BODY_BYTES: u64 = 8 * 1024 * 1024;
+/// Largest in-isolate cache layer accepted, bytes: half of an isolate's 128 MB.
+const MAX_ISOLATE_BYTES: u32 = 64 * 1024 * 1024;
 
 /// Parses a `TOLLGATE_POLICY` JSON document; blank text means the defaults.
 pub(super) fn from_json(text: &str) -> Result<Policy, PolicyError> {
@@ -148,7 +150,16 @@ fn validate(raw: RawPolicy) -> Result<Policy, PolicyError> {
         identity: identity(raw.identity, d.identity)?,
         cache: cache(raw.cache, d.cache)?,
         cors: cors(raw.cors, d.cors)?,
+        proxy: proxy(raw.proxy, d.proxy)?,
     })
+}
+
+fn proxy(raw: Option<RawProxy>, mut s: ProxySettings) -> Result<ProxySettings, PolicyError> {
+    let Some(r) = raw else { return Ok(s) };
+    if let Some(d) = r.timeout {
+        s.timeout_ms = nonzero_ms(d, "proxy.timeout", 5 * MINUTE_MS)?;
+    }
+    Ok(s)
 }
 
 fn err<T>(path: impl Into<String>, message: impl Into<String>) -> Result<T, PolicyError> {
@@ -475,7 +486,24 @@ fn cache_rule(
             }
         }
     }
-    Ok(CacheRule { class: raw.class, key, scope, tags, warm })
+    let invalidate_on = match raw.invalidate_on {
+        None => defaults::write_methods(),
+        Some(list) => {
+            let mut methods = Vec::with_capacity(list.len());
+            for (j, m) in list.iter().enumerate() {
+                let upper = m.to_ascii_uppercase();
+                if !["PUT", "PATCH", "DELETE", "POST"].contains(&upper.as_str()) {
+                    return err(
+                        format!("{at}.invalidate_on[{j}]"),
+                        format!("{m:?} is not a write method (expected \"PUT\", \"PATCH\", \"DELETE\" or \"POST\")"),
+                    );
+                }
+                methods.push(upper);
+            }
+            methods
+        }
+    };
+    Ok(CacheRule { class: raw.class, key, scope, tags, warm, invalidate_on })
 }
 
 fn cache_classes(
@@ -691,6 +719,9 @@ fn cache(raw: Option<RawCache>, mut s: CacheSettings) -> Result<CacheSettings, P
     }
     if let Some(n) = r.isolate_capacity {
         s.isolate_capacity = int(n, "cache.isolate_capacity", 0, 100_000)?;
+    }
+    if let Some(n) = r.isolate_max_bytes {
+        s.isolate_max_bytes = int(n, "cache.isolate_max_bytes", 0, MAX_ISOLATE_BYTES)?;
     }
     if let Some(n) = r.max_body_bytes {
         s.max_body_bytes = int(n, "cache.max_body_bytes", 1, MAX_BODY_BYTES as u32)?;
@@ -1127,6 +1158,14 @@ mod tests {
             (r#"{"identity":{"jwks_refetch_interval":"500ms"}}"#, "identity.jwks_refetch_interval", "at least 1s"),
             (r#"{"identity":{"jwks_refetch_interval":"2h"}}"#, "identity.jwks_refetch_interval", "at most 1h"),
             (r#"{"cache":{"max_body_bytes":0}}"#, "cache.max_body_bytes", "must be greater than 0"),
+            (r#"{"cache":{"isolate_max_bytes":1000000000}}"#, "cache.isolate_max_bytes", "between 0 and 67108864"),
+            (r#"{"proxy":{"timeout":"0s"}}"#, "proxy.timeout", "must be greater than 0"),
+            (r#"{"proxy":{"timeout":"1h"}}"#, "proxy.timeout", "at most 5m"),
+            (
+                r#"{"routes":[{"name":"a","path":"/a/{x}","methods":["GET"],"cache":{"class":"SESSION","invalidate_on":["GET"]}}]}"#,
+                "routes[0].cache.invalidate_on[0]",
+                "not a write method",
+            ),
             (r#"{"cache":{"max_body_bytes":100000000}}"#, "cache.max_body_bytes", "between 1 and 8388608"),
             (r#"{"cache":{"lock_wait":"10s"}}"#, "cache.lock_wait", "longer than cache.lock_ttl"),
             (r#"{"cache":{"early_refresh_beta":-1}}"#, "cache.early_refresh_beta", "between 0 (off) and 10"),

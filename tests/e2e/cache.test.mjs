@@ -2,6 +2,7 @@
 // origin counting its hits. Stampedes, round-trip costs, stale serving, invalidation, TTLs.
 
 import assert from "node:assert/strict";
+import { createHmac } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 
 import { startStack } from "./support/stack.mjs";
@@ -149,7 +150,8 @@ describe("HTTP for frontends", () => {
     const etag = first.res.headers.get("etag");
     assert.match(etag, /^"[0-9a-f]+"$/);
     assert.match(first.res.headers.get("cache-control"), /public, max-age=\d+/);
-    assert.equal(first.res.headers.get("access-control-allow-origin"), "http://localhost:3000");
+    // The default allow-list is ["*"]: a literal *, never the caller's Origin reflected.
+    assert.equal(first.res.headers.get("access-control-allow-origin"), "*");
     assert.match(first.res.headers.get("access-control-expose-headers"), /X-Cache/);
     const again = await get("/api/config/etag", { headers: { "if-none-match": etag } });
     assert.equal(again.res.status, 304);
@@ -291,9 +293,17 @@ describe("invalidation", () => {
 });
 
 describe("scope", () => {
+  const b64url = (value) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const bearer = (sub) => {
+    const head = b64url({ alg: "HS256", typ: "JWT" });
+    const body = b64url({ sub, exp: Math.floor(Date.now() / 1000) + 3600 });
+    const sig = createHmac("sha256", stack.jwtSecret).update(`${head}.${body}`).digest("base64url");
+    return `Bearer ${head}.${body}.${sig}`;
+  };
+
   test("two callers never see each other's per-caller entries", async () => {
-    const alice = { "cf-connecting-ip": "10.7.0.1" };
-    const bob = { "cf-connecting-ip": "10.7.0.2" };
+    const alice = { "cf-connecting-ip": "10.7.0.1", authorization: bearer("alice") };
+    const bob = { "cf-connecting-ip": "10.7.0.1", authorization: bearer("bob") };
     const a1 = await get("/api/profile", { headers: alice });
     const b1 = await get("/api/profile", { headers: bob });
     const a2 = await get("/api/profile", { headers: alice });
@@ -305,6 +315,16 @@ describe("scope", () => {
     assert.notEqual(subjectA, subjectB);
     assert.equal(JSON.parse(a2.text).headers["x-tollgate-subject"], subjectA);
     assert.match(a1.res.headers.get("cache-control"), /^private/);
+  });
+
+  test("anonymous callers bypass per-caller entries: an IP is not a subject", async () => {
+    const before = await hits("/profile");
+    const one = await get("/api/profile", { headers: { "cf-connecting-ip": "10.7.0.9", cookie: "sid=one" } });
+    const two = await get("/api/profile", { headers: { "cf-connecting-ip": "10.7.0.9", cookie: "sid=two" } });
+    assert.equal(one.res.status, 200);
+    assert.equal(JSON.parse(two.text).headers.cookie, "sid=two");
+    assert.notEqual(two.res.headers.get("x-cache"), "HIT");
+    assert.equal(await hits("/profile") - before, 2);
   });
 });
 

@@ -16,6 +16,7 @@ use crate::behaviour::{Behaviour, FailMode, DELAY_HEADER, FAIL_HEADER, TIMEOUT_H
 use crate::clock::unix_ms;
 use crate::config_store::{ConfigEntry, ConfigStore};
 use crate::echo::echo;
+use crate::extra_headers;
 use crate::hits::Hits;
 use crate::problem::{empty, json_response, problem, OriginResponse};
 use crate::rag::RagRequest;
@@ -133,6 +134,7 @@ impl Origin {
             }
         }
         let (parts, body) = request.into_parts();
+        let query = parts.uri.query().map(str::to_owned);
         let answer = match read_body(body).await {
             Ok(body) => match route {
                 Route::Config { name, op } => self.config(&name, op, &body),
@@ -141,7 +143,9 @@ impl Origin {
             },
             Err(rejection) => Err(rejection),
         };
-        Ok(answer.unwrap_or_else(Rejection::into_response))
+        let mut response = answer.unwrap_or_else(Rejection::into_response);
+        extra_headers::apply(query.as_deref(), response.headers_mut());
+        Ok(response)
     }
 
     fn config(&self, name: &str, op: ConfigOp, body: &[u8]) -> Result<OriginResponse, Rejection> {

@@ -157,6 +157,11 @@ pub(super) async fn reset<P: Platform>(services: &Services<P>, subject: &str) ->
 
 /// `GET /_tollgate/me`: the caller's own limits, nothing consumed.
 pub(super) async fn me<P: Platform>(services: &Services<P>, req: &EdgeRequest) -> AdminResult {
+    // Nothing else meters this endpoint: every call is charged to the address's anonymous limits.
+    if let Err((_, refused)) = caller::charge_anonymous(services, req).await {
+        let wait = refused.retry_after_ms().map_or(1, |ms| ms.div_ceil(1000));
+        return Err(AdminError::Throttled { retry_after_s: wait });
+    }
     let caller =
         caller::identify(services, req, crate::policy::FailurePolicy::Closed).await.map_err(AdminError::Gate)?;
     let mut resp = EdgeResponse::json(200, &peek(services, &caller.identity.subject_hash, &caller.tier.name).await?);

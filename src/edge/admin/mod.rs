@@ -9,6 +9,7 @@ mod health;
 mod keys;
 mod limits;
 mod stats;
+pub mod throttle;
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -36,14 +37,24 @@ pub async fn handle<P: Platform>(services: &Services<P>, req: &EdgeRequest) -> O
     if segments == ["me"] && req.method == "GET" {
         return Outcome::Respond(limits::me(services, req).await.unwrap_or_else(|e| e.problem().to_response()));
     }
-    let result = match (services.config.admin_token.is_some(), authorized(services, req)) {
-        (false, _) => Err(AdminError::Disabled),
-        (true, false) => Err(AdminError::Unauthorized),
-        (true, true) if segments == ["events"] && req.method == "GET" => {
+    let who = crate::identity::client_ip::ip_group(
+        req.header(crate::identity::client_ip::HEADER),
+        services.config.policy.identity.ipv6_prefix,
+    );
+    let now = services.clock.now_ms();
+    let throttled = services.admin_failures.borrow_mut().blocked(&who, now);
+    let result = match (services.config.admin_token.is_some(), throttled, authorized(services, req)) {
+        (false, _, _) => Err(AdminError::Disabled),
+        (true, Some(wait_ms), _) => Err(AdminError::Throttled { retry_after_s: wait_ms.div_ceil(1000) }),
+        (true, None, false) => {
+            services.admin_failures.borrow_mut().failed(&who, now);
+            Err(AdminError::Unauthorized)
+        }
+        (true, None, true) if segments == ["events"] && req.method == "GET" => {
             return events::open(services, req)
                 .map_or_else(|e| Outcome::Respond(no_store(e.problem().to_response())), Outcome::Events);
         }
-        (true, true) => route(services, req, &segments).await,
+        (true, None, true) => route(services, req, &segments).await,
     };
     Outcome::Respond(no_store(result.unwrap_or_else(|e| e.problem().to_response())))
 }
@@ -76,8 +87,14 @@ async fn route<P: Platform>(services: &Services<P>, req: &EdgeRequest, segments:
 
 /// Whether the request carries the admin token (constant-time comparison).
 fn authorized<P: Platform>(services: &Services<P>, req: &EdgeRequest) -> bool {
+    token_matches(services, req.header("authorization"))
+}
+
+/// Whether an `Authorization` value carries the admin token (constant-time comparison); the
+/// entrance asks before it reads an admin body.
+pub fn token_matches<P: Platform>(services: &Services<P>, authorization: Option<&str>) -> bool {
     let Some(expected) = services.config.admin_token.as_deref() else { return false };
-    let Some(given) = req.header("authorization").and_then(|v| {
+    let Some(given) = authorization.and_then(|v| {
         let (scheme, token) = v.trim().split_once(' ')?;
         scheme.eq_ignore_ascii_case("bearer").then_some(token)
     }) else {
