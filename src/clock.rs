@@ -129,7 +129,9 @@ impl Random for FakeRandom {
     }
 
     fn token(&self) -> String {
-        format!("{:032x}", self.next.get())
+        let i = self.next.get();
+        self.next.set(i.wrapping_add(1));
+        format!("{i:032x}")
     }
 }
 

@@ -148,6 +148,12 @@ impl Keys {
         self.key(Feature::RateLimit, &format!("{{{subject_hash}}}:override"))
     }
 
+    /// Concurrency leases of one subject on one route: a sorted set of lease ids scored by deadline.
+    /// `:` never occurs in a limit id, so this never names a limit's state.
+    pub fn limit_leases(&self, subject_hash: &str, route: &str) -> String {
+        self.key(Feature::RateLimit, &format!("{{{subject_hash}}}:lease:{route}"))
+    }
+
     /// Pattern matching every limiter key of one subject.
     pub fn limit_subject_pattern(&self, subject_hash: &str) -> String {
         format!("{}*", escape_glob(&self.key(Feature::RateLimit, &format!("{{{subject_hash}}}:"))))

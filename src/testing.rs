@@ -408,16 +408,43 @@ impl FakeRedis {
         let cost = std::num::NonZeroU32::new(u32::try_from(num(2)?).map_err(|_| "ERR cost")?).ok_or("ERR cost")?;
         let (n_tier, n_route) = (num(4)? as usize, num(5)? as usize);
         let mut limits = Vec::new();
+        let mut usage: Option<(crate::policy::Unit, u32)> = None;
         for i in 0..n_tier + n_route {
-            let at = 6 + 4 * i;
+            let at = 12 + 8 * i;
+            let unit = argv.get(at + 5).and_then(|u| crate::policy::Unit::parse(u)).ok_or("ERR unit")?;
+            let limit_cost = u32::try_from(num(at + 4)?).map_err(|_| "ERR limit cost")?;
+            if !unit.is_requests() && usage.is_none() && charge == Mode::Consume {
+                usage = Some((unit.clone(), limit_cost));
+            }
+            let warn_at = argv
+                .get(at + 7)
+                .map(|w| {
+                    w.split(',').filter_map(|p| p.parse().ok()).filter_map(crate::policy::WarnAt::from_ppm).collect()
+                })
+                .unwrap_or_default();
             let limit = Limit {
                 id: argv.get(at).cloned().ok_or("ERR limit id")?,
                 algorithm: argv.get(at + 1).and_then(|a| Algorithm::parse(a)).ok_or("ERR algorithm")?,
                 limit: std::num::NonZeroU32::new(num(at + 2)? as u32).ok_or("ERR limit")?,
                 window_ms: std::num::NonZeroU64::new(num(at + 3)?).ok_or("ERR window")?,
+                unit,
+                mode: argv.get(at + 6).and_then(|m| crate::policy::LimitMode::parse(m)).ok_or("ERR mode")?,
+                warn_at,
             };
             limits.push(limit);
         }
+        let slot_rule = match num(7)? {
+            0 => None,
+            n => Some(crate::policy::ConcurrencyRule {
+                id: argv.get(11).cloned().unwrap_or_default(),
+                limit: std::num::NonZeroU32::new(u32::try_from(n).map_err(|_| "ERR slot")?).ok_or("ERR slot")?,
+                lease_ms: std::num::NonZeroU64::new(num(8)?).ok_or("ERR lease")?,
+                mode: argv.get(10).and_then(|m| crate::policy::LimitMode::parse(m)).ok_or("ERR slot mode")?,
+            }),
+        };
+        let lease_key = keys.last().map(text).unwrap_or_default();
+        let slot_route = lease_key.rsplit(":lease:").next().unwrap_or_default().to_owned();
+        let lease_id = argv.get(9).cloned().unwrap_or_default();
         let override_key = keys.first().map(text).unwrap_or_default();
         let subject = override_key.split('{').nth(1).and_then(|r| r.split('}').next()).unwrap_or_default().to_owned();
         let stored = match self.data.borrow().get(&override_key) {
@@ -432,6 +459,14 @@ impl FakeRedis {
             route_limits: &limits[n_tier..],
             cost,
             mode: charge,
+            usage: usage.as_ref().and_then(|(unit, reserve)| {
+                std::num::NonZeroU32::new(*reserve).map(|reserve| crate::limiter::Reservation { unit, reserve })
+            }),
+            concurrency: slot_rule.as_ref().map(|rule| crate::limiter::Slot {
+                rule,
+                route: &slot_route,
+                lease_id: &lease_id,
+            }),
         };
         let decision = model.check(&check, self.clock.now_ms()).map_err(|e| format!("ERR {e}"))?;
         Ok(encode_reply(&decision))

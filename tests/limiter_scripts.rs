@@ -1,6 +1,9 @@
-//! `check.lua` against its Rust model on a real Redis (through `redis-rest`): random limit sets and
-//! request sequences must give identical decisions, remaining units and reset times; plus the
-//! script's contracts (overrides, peek, TTLs, NOSCRIPT after a flush, one command per check).
+//! `check.lua`, `settle.lua` and `release.lua` against their Rust models on a real Redis (through
+//! `redis-rest`): random limit sets (request and token units, enforced and shadow, with warning
+//! fractions, with and without a concurrency slot) and random sequences of checks, settlements
+//! and releases must give identical decisions, remaining units, reset times, leases, shadow
+//! denials and warnings; plus the scripts' contracts (overrides, peek, TTLs, NOSCRIPT after a
+//! flush, one command per check, warnings published once).
 #![cfg(not(target_arch = "wasm32"))]
 
 mod support;
@@ -12,8 +15,11 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 use tollgate::keys::Keys;
-use tollgate::limiter::{check_script, parse_reply, Check, Decision, MemoryLimiter, Mode, Override};
-use tollgate::policy::{Algorithm, Limit};
+use tollgate::limiter::{
+    check_script, parse_reply, parse_settle_reply, release_script, settle_script, Check, Decision, MemoryLimiter, Mode,
+    Override, Release, Reservation, Settlement, Slot, Warning,
+};
+use tollgate::policy::{Algorithm, ConcurrencyRule, Limit, LimitMode, Unit, WarnAt};
 use tollgate::redis::{Client, Entry, Reply, ReqwestTransport};
 
 use support::{Resp, Stack};
@@ -21,12 +27,16 @@ use support::{Resp, Stack};
 const HOUR: u64 = 3_600_000;
 
 fn limit(id: &str, algorithm: Algorithm, limit: u32, window_ms: u64) -> Limit {
-    Limit {
-        id: id.to_owned(),
+    Limit::requests(
+        id,
         algorithm,
-        limit: NonZeroU32::new(limit).expect("non-zero limit"),
-        window_ms: NonZeroU64::new(window_ms).expect("non-zero window"),
-    }
+        NonZeroU32::new(limit).expect("non-zero limit"),
+        NonZeroU64::new(window_ms).expect("non-zero window"),
+    )
+}
+
+fn tokens() -> Unit {
+    Unit::parse("tokens").expect("unit")
 }
 
 fn check<'a>(subject: &'a str, tier: &'a [Limit], route: &'a [Limit], cost: u32, mode: Mode) -> Check<'a> {
@@ -36,6 +46,8 @@ fn check<'a>(subject: &'a str, tier: &'a [Limit], route: &'a [Limit], cost: u32,
         route_limits: route,
         cost: NonZeroU32::new(cost).expect("non-zero cost"),
         mode,
+        usage: None,
+        concurrency: None,
     }
 }
 
@@ -74,15 +86,24 @@ fn subject_keys(stack: &Stack, keys: &Keys, subject: &str) -> Vec<String> {
 // ---------------------------------------------------------------------------------------------
 // The property: script == model.
 
-/// One limit of a generated case: algorithm, units, window.
-type LimitSpec = (Algorithm, u32, u64);
+/// One limit of a generated case: algorithm, units, window, counts tokens, shadow, warn fractions (ppm).
+type LimitSpec = (Algorithm, u32, u64, bool, bool, Vec<u32>);
+
+#[derive(Debug, Clone)]
+enum Op {
+    /// A check of `cost` requests (and the case's reservation), or a peek.
+    Check { cost: u32, peek: bool },
+    /// Settles the latest allowed reservation at `actual` tokens.
+    Settle { actual: u32 },
+    /// Releases one of the leases taken so far.
+    Release { which: prop::sample::Index },
+}
 
 #[derive(Debug, Clone)]
 struct Step {
     /// Milliseconds since the previous step.
     dt: u64,
-    cost: u32,
-    peek: bool,
+    op: Op,
 }
 
 #[derive(Debug, Clone)]
@@ -95,6 +116,10 @@ struct Case {
     /// Limits of an override set before the first step, if any, and the prefix of their ids
     /// (`o` own keys, `t` the tier limits' keys, `r` clashing or merging with route limits).
     override_limits: Option<(Vec<LimitSpec>, &'static str)>,
+    /// The route's token reservation, if it reports tokens.
+    reserve: Option<u32>,
+    /// The route's concurrency slot: limit, lease ms, shadow.
+    slot: Option<(u32, u64, bool)>,
     /// Start time; far in the future so no key expires in real time during the run.
     start_ms: u64,
     steps: Vec<Step>,
@@ -108,12 +133,29 @@ fn limit_spec() -> impl Strategy<Value = LimitSpec> {
         Just(Algorithm::Gcra)
     ];
     let window = prop_oneof![1u64..=10, 11u64..=1_000, 1_001u64..=7_000];
-    (algorithm, 1u32..=6, window)
+    let warn = prop::option::weighted(0.3, prop::collection::btree_set(1u32..=1_000_000, 1..=3));
+    (algorithm, 1u32..=6, window, prop::bool::weighted(0.5), prop::bool::weighted(0.2), warn).prop_map(
+        |(algorithm, units, window, tokens, shadow, warn)| {
+            // Token limits are settled, which only the window algorithms do; give them room.
+            let (algorithm, units) = match (tokens, algorithm) {
+                (true, Algorithm::TokenBucket) => (Algorithm::FixedWindow, units * 10),
+                (true, Algorithm::Gcra) => (Algorithm::SlidingWindow, units * 10),
+                (true, a) => (a, units * 10),
+                (false, a) => (a, units),
+            };
+            (algorithm, units, window, tokens, shadow, warn.map(|w| w.into_iter().collect()).unwrap_or_default())
+        },
+    )
 }
 
 fn step() -> impl Strategy<Value = Step> {
     let dt = prop_oneof![Just(0u64), 1u64..=20, 0u64..=2_000, 0u64..=15_000];
-    (dt, 1u32..=7, prop::bool::weighted(0.2)).prop_map(|(dt, cost, peek)| Step { dt, cost, peek })
+    let op = prop_oneof![
+        6 => (1u32..=7, prop::bool::weighted(0.2)).prop_map(|(cost, peek)| Op::Check { cost, peek }),
+        2 => (0u32..=40).prop_map(|actual| Op::Settle { actual }),
+        2 => any::<prop::sample::Index>().prop_map(|which| Op::Release { which }),
+    ];
+    (dt, op).prop_map(|(dt, op)| Step { dt, op })
 }
 
 fn case() -> impl Strategy<Value = Case> {
@@ -125,42 +167,80 @@ fn case() -> impl Strategy<Value = Case> {
             0.3,
             (prop::collection::vec(limit_spec(), 0..=2), prop::sample::select(vec!["o", "t", "r"])),
         ),
+        prop::option::weighted(0.5, 1u32..=20),
+        prop::option::weighted(0.4, (1u32..=3, prop_oneof![1u64..=50, 51u64..=20_000], prop::bool::weighted(0.3))),
         0u64..10_000_000,
         prop::collection::vec(step(), 1..=30),
     )
-        .prop_map(|(limits, split, share, override_limits, offset, steps)| Case {
+        .prop_map(|(limits, split, share, override_limits, reserve, slot, offset, steps)| Case {
             n_tier: split.index(limits.len() + 1),
             limits,
             share,
-            override_limits,
+            // Overrides hold request limits only.
+            override_limits: override_limits.map(|(specs, p)| {
+                (specs.into_iter().map(|(a, l, w, _, _, _)| (a, l, w, false, false, Vec::new())).collect(), p)
+            }),
+            reserve,
+            slot,
             // Year 2096, below the 2^42 ms the script's exact math assumes.
             start_ms: 4_000_000_000_000 + offset,
             steps,
         })
 }
 
+fn spec_limit(id: &str, (a, l, w, tokens_unit, shadow, warn): &LimitSpec) -> Limit {
+    let mut out = limit(id, *a, *l, *w);
+    if *tokens_unit {
+        out.unit = tokens();
+    }
+    if *shadow {
+        out.mode = LimitMode::Shadow;
+    }
+    out.warn_at = warn.iter().filter_map(|ppm| WarnAt::from_ppm(*ppm)).collect();
+    out
+}
+
+/// Counts of what the property exercised, printed at the end.
+#[derive(Debug, Default)]
+struct Seen {
+    checks: u64,
+    denied_by_slot: u64,
+    shadow_denials: u64,
+    warnings: u64,
+    settles: u64,
+    releases: u64,
+}
+
 #[test]
-fn the_script_decides_exactly_as_the_rust_model() {
+fn the_scripts_decide_exactly_as_the_rust_models() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().expect("runtime");
     let stack = rt.block_on(Stack::start());
     let client = stack.client();
     let keys = Keys::new("prop");
     let counter = Cell::new(0u64);
+    let seen = std::cell::RefCell::new(Seen::default());
+    let unit = tokens();
 
-    // 128 cases by default (a few seconds); PROPTEST_CASES asks for more.
-    let cases = if std::env::var_os("PROPTEST_CASES").is_some() { Config::default().cases } else { 128 };
+    // 256 cases by default (a few seconds); PROPTEST_CASES asks for more.
+    let cases = if std::env::var_os("PROPTEST_CASES").is_some() { Config::default().cases } else { 256 };
     let mut runner = TestRunner::new(Config { cases, source_file: Some(file!()), ..Config::default() });
     let result = runner.run(&case(), |case| {
         counter.set(counter.get() + 1);
         let subject = format!("case{}", counter.get());
         let named = |prefix: &str, specs: &[LimitSpec]| -> Vec<Limit> {
-            specs.iter().enumerate().map(|(i, (a, l, w))| limit(&format!("{prefix}{i}"), *a, *l, *w)).collect()
+            specs.iter().enumerate().map(|(i, spec)| spec_limit(&format!("{prefix}{i}"), spec)).collect()
         };
         let tier = named("t", &case.limits[..case.n_tier]);
         let mut route = named("r", &case.limits[case.n_tier..]);
         if let (true, Some(t), Some(r)) = (case.share, tier.first(), route.first_mut()) {
-            *r = Limit { id: t.id.clone(), algorithm: t.algorithm, window_ms: t.window_ms, limit: r.limit };
+            *r = Limit { id: t.id.clone(), limit: r.limit, warn_at: r.warn_at.clone(), ..t.clone() };
         }
+        let rule = case.slot.map(|(l, lease, shadow)| ConcurrencyRule {
+            id: "route-p-concurrency".into(),
+            limit: NonZeroU32::new(l).expect("slot limit"),
+            lease_ms: NonZeroU64::new(lease).expect("lease"),
+            mode: if shadow { LimitMode::Shadow } else { LimitMode::Enforce },
+        });
         let mut model = MemoryLimiter::new(10_000);
         rt.block_on(async {
             if let Some((specs, prefix)) = &case.override_limits {
@@ -169,15 +249,63 @@ fn the_script_decides_exactly_as_the_rust_model() {
                 model.set_override(&subject, Some(o));
             }
             let mut now = case.start_ms;
+            let mut leases: Vec<String> = Vec::new();
+            let mut reserved: Option<Decision> = None;
+            let lease_ids: Vec<String> = (0..case.steps.len()).map(|i| format!("lease{i}")).collect();
             for (i, step) in case.steps.iter().enumerate() {
                 now += step.dt;
-                let mode = if step.peek { Mode::Peek } else { Mode::Consume };
-                let c = check(&subject, &tier, &route, step.cost, mode);
-                let from_script = run_at(&client, &keys, &c, now).await;
-                let from_model = model.check(&c, now).map_err(|e| TestCaseError::fail(format!("model: {e}")))?;
-                prop_assert_eq!(&from_script, &from_model, "step {} at now = {} ({:?})", i, now, step);
+                let base = Check {
+                    usage: case
+                        .reserve
+                        .map(|r| Reservation { unit: &unit, reserve: NonZeroU32::new(r).expect("reserve") }),
+                    concurrency: rule.as_ref().map(|rule| Slot { rule, route: "p", lease_id: &lease_ids[i] }),
+                    ..check(&subject, &tier, &route, 1, Mode::Consume)
+                };
+                match &step.op {
+                    Op::Check { cost, peek } => {
+                        let mode = if *peek { Mode::Peek } else { Mode::Consume };
+                        let c = Check { cost: NonZeroU32::new(*cost).expect("cost"), mode, ..base };
+                        let from_script = run_at(&client, &keys, &c, now).await;
+                        let from_model =
+                            model.check(&c, now).map_err(|e| TestCaseError::fail(format!("model: {e}")))?;
+                        prop_assert_eq!(&from_script, &from_model, "step {} at now = {} ({:?})", i, now, step);
+                        let mut s = seen.borrow_mut();
+                        s.checks += 1;
+                        s.denied_by_slot += u64::from(from_model.refused_by_concurrency());
+                        s.shadow_denials += from_model.snapshot().shadow_denied.len() as u64;
+                        s.warnings += from_model.snapshot().warnings.len() as u64;
+                        if from_model.snapshot().concurrency.as_ref().is_some_and(|c| c.acquired) {
+                            leases.push(lease_ids[i].clone());
+                        }
+                        if from_model.is_allowed() && mode == Mode::Consume {
+                            reserved = Some(from_model);
+                        }
+                    }
+                    Op::Settle { actual } => {
+                        let Some(decision) = reserved.take() else { continue };
+                        let Some(settlement) = base.settlement(&decision, *actual) else { continue };
+                        let from_script = settle_at(&client, &keys, &settlement, now).await;
+                        let from_model = model.settle(&settlement, now);
+                        prop_assert_eq!(&from_script, &from_model, "settle at step {} at now = {}", i, now);
+                        let mut s = seen.borrow_mut();
+                        s.settles += 1;
+                        s.warnings += from_model.len() as u64;
+                    }
+                    Op::Release { which } => {
+                        if leases.is_empty() {
+                            continue;
+                        }
+                        let id = leases.remove(which.index(leases.len()));
+                        let release = Release { subject_hash: &subject, route: "p", lease_id: &id };
+                        let call = release.command(&keys);
+                        let reply = client.eval(release_script(), &call.keys, &call.args).await.expect("release runs");
+                        let from_model = model.release(&subject, "p", &id);
+                        prop_assert_eq!(reply.to_i64() == Some(1), from_model, "release {} at step {}", id, i);
+                        seen.borrow_mut().releases += 1;
+                    }
+                }
             }
-            // Every state key expires; the override (set here without a TTL) is the one exception.
+            // Every key expires; the override (set here without a TTL) is the one exception.
             let override_key = keys.limit_override(&subject);
             for key in subject_keys(&stack, &keys, &subject).into_iter().filter(|k| *k != override_key) {
                 let ttl = pttl(&stack, &key);
@@ -189,6 +317,17 @@ fn the_script_decides_exactly_as_the_rust_model() {
     if let Err(e) = result {
         panic!("{e}");
     }
+    let s = seen.into_inner();
+    eprintln!("script == model over {} cases: {s:?}", counter.get());
+    // The generator reaches every feature; a change that starved one would make this property weaker.
+    assert!(s.denied_by_slot > 0 && s.shadow_denials > 0 && s.warnings > 0 && s.settles > 0 && s.releases > 0, "{s:?}");
+}
+
+/// Runs a settlement on Redis at a given time; the warnings it published.
+async fn settle_at(client: &Client<ReqwestTransport>, keys: &Keys, s: &Settlement<'_>, now_ms: u64) -> Vec<Warning> {
+    let call = s.command_at(keys, now_ms);
+    let reply = client.eval(settle_script(), &call.keys, &call.args).await.expect("settle runs");
+    parse_settle_reply(&reply).expect("well-formed settle reply").warnings
 }
 
 // ---------------------------------------------------------------------------------------------

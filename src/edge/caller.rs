@@ -64,10 +64,16 @@ pub fn anonymous<P: Platform>(services: &Services<P>, req: &EdgeRequest) -> Call
     Caller { tier: tier_of(&identity, services), identity }
 }
 
-/// Whether `req` presents an API key (which costs a registry lookup to refuse).
-pub fn presents_api_key<P: Platform>(services: &Services<P>, req: &EdgeRequest) -> bool {
+/// Whether `req` presents an API key that this isolate has not verified before (which costs a
+/// registry lookup to refuse). A key verified before is never held back by its address's
+/// anonymous allowance: customers behind a shared address are not refused for someone else's
+/// made-up keys.
+pub fn presents_unknown_api_key<P: Platform>(services: &Services<P>, req: &EdgeRequest) -> bool {
     let settings = &services.config.policy.identity;
-    matches!(identity::credential_from(|name| req.header(name).map(str::to_owned), settings), Ok(Credential::ApiKey(_)))
+    match identity::credential_from(|name| req.header(name).map(str::to_owned), settings) {
+        Ok(Credential::ApiKey(key)) => !services.registry.knows(&key),
+        _ => false,
+    }
 }
 
 /// Whether the anonymous limits of `req`'s IP group are known exhausted in this isolate (no
@@ -116,6 +122,8 @@ fn anonymous_check(caller: &Caller) -> Check<'_> {
         route_limits: &[],
         cost: NonZeroU32::MIN,
         mode: Mode::Consume,
+        usage: None,
+        concurrency: None,
     }
 }
 

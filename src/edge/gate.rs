@@ -10,10 +10,11 @@ use std::rc::Rc;
 
 use crate::cache::{self, CacheTarget, OriginRequest, Served};
 use crate::identity::CallerKind;
-use crate::limiter::{Check, Decision, Mode, RemoteLimiter};
+use crate::limiter::{Check, Decision, Mode, RemoteLimiter, Reservation, Slot};
 use crate::policy::{CacheKeySource, CacheScope, FailurePolicy, Limit, Route, RouteMatch};
 use crate::redis::{RedisError, Reply};
 
+use super::aftercare::Aftercare;
 use super::caller::{self, Caller};
 use super::error::GateError;
 use super::http::{EdgeRequest, EdgeResponse};
@@ -55,8 +56,8 @@ pub async fn gated<P: Platform>(services: &Rc<Services<P>>, req: EdgeRequest) ->
     let policy = &services.config.policy;
     let routed = Routed { route: policy.route_for(&req.method, &req.path), req };
     // A made-up API key costs a registry lookup: once the caller's address has spent its
-    // anonymous allowance on them, it is refused before the lookup.
-    if caller::presents_api_key(services, &routed.req) {
+    // anonymous allowance on them, a key not verified here before is refused before the lookup.
+    if caller::presents_unknown_api_key(services, &routed.req) {
         if let Some((anon, blocked)) = caller::anonymous_blocked(services, &routed.req) {
             return deny(services, &routed, &anon, &blocked, LimitMode::Redis);
         }
@@ -75,12 +76,17 @@ pub async fn gated<P: Platform>(services: &Rc<Services<P>>, req: EdgeRequest) ->
     };
     let no_limits: [Limit; 0] = [];
     let route = routed.route.as_ref().map(|(r, _)| *r);
+    // A lease id per request on routes with concurrency slots (released when its body ends).
+    let lease_id = route.and_then(|r| r.concurrency.as_ref()).map(|_| services.random.token()).unwrap_or_default();
     let check = Check {
         subject_hash: &caller.identity.subject_hash,
         tier_limits: &caller.tier.limits,
         route_limits: route.map_or(&no_limits[..], |r| &r.limits),
         cost: route.map_or(NonZeroU32::MIN, |r| r.cost),
         mode: Mode::Consume,
+        usage: route.and_then(|r| r.usage.as_ref()).map(|u| Reservation { unit: &u.unit, reserve: u.reserve }),
+        concurrency: route
+            .and_then(|r| r.concurrency.as_ref().map(|rule| Slot { rule, route: &r.name, lease_id: &lease_id })),
     };
     let target = match cache_target(services, &routed, &caller) {
         Ok(t) => t,
@@ -112,8 +118,14 @@ pub async fn gated<P: Platform>(services: &Rc<Services<P>>, req: EdgeRequest) ->
         Ok(v) => v,
         Err(e) => return finish(services, &routed.req, respond::error(&e), Decoration::NONE),
     };
+    // A request some shadow limit would have refused, whatever the enforced outcome.
+    if verdict.decision.as_ref().is_some_and(|d| !d.snapshot().shadow_denied.is_empty()) {
+        services.stats.borrow_mut().add(routed.route_name(), &caller.tier.name, "shadow_denied", 1);
+    }
     if let Some(d) = verdict.decision.as_ref().filter(|d| !d.is_allowed()) {
-        if matches!(d, Decision::Denied { .. }) {
+        // Reservations are refunded and slots freed before any window ends: a local block
+        // would outlive them, so those checks are always asked again.
+        if matches!(d, Decision::Denied { .. }) && check.usage.is_none() && check.concurrency.is_none() {
             services.limits.blocks.borrow_mut().insert(&check, d, services.clock.now_ms());
         }
         return deny(services, &routed, &caller, d, verdict.mode);
@@ -122,7 +134,10 @@ pub async fn gated<P: Platform>(services: &Rc<Services<P>>, req: EdgeRequest) ->
         services.limits.remember(&caller.identity.subject_hash, d);
     }
     services.stats.borrow_mut().add(routed.route_name(), &caller.tier.name, "allowed", 1);
-    forward(services, &routed, &caller, target, verdict).await
+    let aftercare = verdict.decision.as_ref().and_then(|d| {
+        Aftercare::of(services, &check, d, verdict.mode, route.and_then(|r| r.usage.as_ref()).map(|u| &u.source))
+    });
+    forward(services, &routed, &caller, target, verdict, aftercare).await
 }
 
 /// The limit stage: the check (and the cache read) in one Redis round trip, or the route's
@@ -173,12 +188,7 @@ fn check_local<P: Platform>(services: &Services<P>, check: &Check<'_>) -> Decisi
         Ok(d) => services.limits.hold_to_seed(check.subject_hash, check.cost.get(), d),
         // Limits are validated at config load; an unexpected refusal lets the request through
         // rather than failing it.
-        Err(_) => Decision::Allowed(crate::limiter::Snapshot {
-            now_ms: now,
-            tier: None,
-            override_ignored: false,
-            limits: Vec::new(),
-        }),
+        Err(_) => Decision::Allowed(crate::limiter::Snapshot::empty(now)),
     }
 }
 
@@ -189,9 +199,16 @@ async fn forward<P: Platform>(
     caller: &Caller,
     target: Option<CacheTarget>,
     verdict: Verdict,
+    aftercare: Option<Aftercare>,
 ) -> Handled {
     let decoration = |timing| Decoration { decision: verdict.decision.as_ref(), mode: Some(verdict.mode), timing };
-    match (target, &services.cache, &routed.route) {
+    // Answers assembled here are complete: what they owe is paid at once, at the reservation
+    // (the cache and bypass paths do not read usage reports).
+    let proxied = target.is_none() && services.config.origin_url.is_some();
+    let mut aftercare = aftercare;
+    let owed: Vec<_> =
+        if proxied { Vec::new() } else { aftercare.take().map(|a| a.finish(None)).into_iter().collect() };
+    let mut handled = match (target, &services.cache, &routed.route) {
         (Some(t), Some(cache), Some((route, m))) => {
             let lookup = match verdict.read {
                 Some(Ok(reply)) => Ok(cache.classify(&reply)),
@@ -227,10 +244,13 @@ async fn forward<P: Platform>(
             finish(services, &routed.req, respond::error(&GateError::NoOrigin), decoration(&[]))
         }
         _ => {
-            let plan = proxy_plan(services, routed, caller, decoration(&[]), verdict.timing.clone());
-            Handled { outcome: Outcome::Proxy(plan), background: Vec::new() }
+            let mut plan = proxy_plan(services, routed, caller, decoration(&[]), verdict.timing.clone());
+            plan.aftercare = aftercare;
+            Handled { outcome: Outcome::Proxy(Box::new(plan)), background: Vec::new() }
         }
-    }
+    };
+    handled.background.extend(owed);
+    handled
 }
 
 /// The cache target of a cacheable route for this request.
@@ -374,6 +394,7 @@ fn proxy_plan<P: Platform>(
         timeout_ms: services.config.policy.proxy.timeout_ms.get(),
         server_timing: timing,
         after_write,
+        aftercare: None,
     }
 }
 

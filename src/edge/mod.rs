@@ -3,6 +3,7 @@
 //! Configuration, headers (CORS, problem+json), errors and the wasm glue live beside them.
 
 pub mod admin;
+mod aftercare;
 pub mod body;
 mod caller;
 pub mod config;

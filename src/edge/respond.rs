@@ -7,6 +7,7 @@ use crate::limiter::{rate_limit_headers, Decision};
 use crate::policy::raw::format_duration_ms;
 use crate::policy::CorsSettings;
 
+use super::aftercare::Aftercare;
 use super::cors;
 use super::error::GateError;
 use super::events::EventsPlan;
@@ -44,8 +45,9 @@ impl LimitMode {
 pub enum Outcome {
     /// Send this response.
     Respond(EdgeResponse),
-    /// Stream the request to the origin and its answer back (see [`ProxyPlan`]).
-    Proxy(ProxyPlan),
+    /// Stream the request to the origin and its answer back (see [`ProxyPlan`]); boxed, it is
+    /// the larger by far.
+    Proxy(Box<ProxyPlan>),
     /// Open a Redis subscription and stream its events, re-framed, to the client (see
     /// [`EventsPlan`]).
     Events(EventsPlan),
@@ -88,6 +90,8 @@ pub struct ProxyPlan {
     /// Invalidation to run when the origin accepts a write to a cached resource, before the
     /// answer is returned (read-your-writes).
     pub after_write: Option<Box<dyn FnOnce() -> Background>>,
+    /// The settlement and lease release owed when the answer's body ends or its client leaves.
+    pub aftercare: Option<Aftercare>,
 }
 
 impl ProxyPlan {
@@ -163,7 +167,13 @@ impl Decoration<'_> {
 /// The 429 of a refused decision.
 pub fn denied(decision: &Decision, route_name: &str, tier: &str) -> EdgeResponse {
     let violated = decision.violated().unwrap_or("").to_owned();
+    let slots = decision.snapshot().concurrency.as_ref().filter(|_| decision.refused_by_concurrency());
     let detail = match (decision, decision.binding()) {
+        _ if slots.is_some() => format!(
+            "all {} concurrency slots \"{violated}\" are in use; retry in {} s",
+            slots.map_or(0, |c| c.limit),
+            decision.retry_after_ms().map_or(0, |ms| ms.div_ceil(1000))
+        ),
         (Decision::Impossible { .. }, Some(s)) => format!(
             "this request costs more than limit \"{violated}\" allows at all ({} per {})",
             s.limit,

@@ -10,7 +10,7 @@ use crate::keys::Keys;
 use crate::redis::{Command, Reply};
 
 /// Fields counted per route and tier, in report order.
-pub const FIELDS: [&str; 6] = ["allowed", "denied", "hit", "miss", "stale", "bypass"];
+pub const FIELDS: [&str; 7] = ["allowed", "denied", "hit", "miss", "stale", "bypass", "shadow_denied"];
 
 /// Fields counted once per isolate, not per route.
 const GLOBAL: [&str; 5] = ["requests", "redis_requests", "redis_commands", "refresh_failed", "invalidate_failed"];

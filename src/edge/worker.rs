@@ -12,13 +12,15 @@ use worker::{event, Context, Env, ScheduleContext, ScheduledEvent};
 
 use crate::cache::{Origin, OriginError, OriginRequest, OriginResponse};
 use crate::clock::{Clock, Sleeper, SystemClock, SystemRandom, Timer};
+use crate::edge::aftercare::Aftercare;
 use crate::edge::body::{check_declared, BodyRefusal, CappedBody};
 use crate::edge::config::Config;
 use crate::edge::events::{KEEPALIVE, KEEPALIVE_MS};
 use crate::edge::http::{split_url, EdgeRequest, EdgeResponse};
 use crate::edge::problem::{Problem, ProblemKind};
-use crate::edge::{Edge, EventsPlan, Outcome, Platform, ProxyPlan, Services};
+use crate::edge::{Background, Edge, EventsPlan, Outcome, Platform, ProxyPlan, Services};
 use crate::identity::web::{FetchKeySource, WebCryptoVerifier};
+use crate::limiter::UsageMeter;
 use crate::redis::{BudgetConfig, FetchTransport};
 
 /// The variables the Worker reads; their values together key the isolate's gate.
@@ -146,7 +148,13 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
     }
     match handled.outcome {
         Outcome::Respond(resp) => to_response(resp),
-        Outcome::Proxy(plan) => stream_proxy(&req, plan).await,
+        Outcome::Proxy(plan) => {
+            let (resp, after) = stream_proxy(&req, *plan).await?;
+            if let Some(task) = after {
+                ctx.wait_until(task);
+            }
+            Ok(resp)
+        }
         Outcome::Events(plan) => stream_events(plan).await,
     }
 }
@@ -205,7 +213,16 @@ fn to_response(resp: EdgeResponse) -> worker::Result<web_sys::Response> {
 /// back with Tollgate's headers added. The origin's headers are copied by the runtime, which also
 /// frames the response itself (no hop-by-hop header of the origin's connection reaches the
 /// caller).
-async fn stream_proxy(req: &web_sys::Request, mut plan: ProxyPlan) -> worker::Result<web_sys::Response> {
+///
+/// A route that reserved usage or took a concurrency slot gets the answer's body through a
+/// pass-through stream that reads the usage report on the way; when the body ends or the client
+/// goes away, the returned background task settles and releases in one round trip.
+async fn stream_proxy(
+    req: &web_sys::Request,
+    mut plan: ProxyPlan,
+) -> worker::Result<(web_sys::Response, Option<Background>)> {
+    let aftercare = plan.aftercare.take();
+    let unpaid = |aftercare: Option<Aftercare>| aftercare.map(|a| a.finish(None));
     let started = SystemClock.now_ms();
     let init = web_sys::RequestInit::new();
     init.set_method(&plan.method);
@@ -232,9 +249,8 @@ async fn stream_proxy(req: &web_sys::Request, mut plan: ProxyPlan) -> worker::Re
     let upstream = match web_sys::Request::new_with_str_and_init(&plan.url, &init) {
         Ok(r) => r,
         Err(_) => {
-            return to_response(
-                Problem::new(ProblemKind::OriginUnreachable, "the origin URL could not be built").to_response(),
-            )
+            let problem = Problem::new(ProblemKind::OriginUnreachable, "the origin URL could not be built");
+            return Ok((to_response(problem.to_response())?, unpaid(aftercare)));
         }
     };
     let promise = js_sys::global().unchecked_into::<web_sys::WorkerGlobalScope>().fetch_with_request(&upstream);
@@ -253,7 +269,7 @@ async fn stream_proxy(req: &web_sys::Request, mut plan: ProxyPlan) -> worker::Re
             let detail = format!("the origin sent no response headers within {} ms", plan.timeout_ms);
             let mut problem = Problem::new(ProblemKind::OriginTimeout, detail).to_response();
             plan.decorate(&mut problem, origin_ms);
-            return to_response(problem);
+            return Ok((to_response(problem)?, unpaid(aftercare)));
         }
     };
     let origin_ms = SystemClock.now_ms().saturating_sub(started);
@@ -263,7 +279,7 @@ async fn stream_proxy(req: &web_sys::Request, mut plan: ProxyPlan) -> worker::Re
             let detail = e.as_string().unwrap_or_else(|| "the origin could not be reached".to_owned());
             let mut problem = Problem::new(ProblemKind::OriginUnreachable, detail).to_response();
             plan.decorate(&mut problem, origin_ms);
-            return to_response(problem);
+            return Ok((to_response(problem)?, unpaid(aftercare)));
         }
     };
 
@@ -280,7 +296,17 @@ async fn stream_proxy(req: &web_sys::Request, mut plan: ProxyPlan) -> worker::Re
     resp_init.set_status(status);
     resp_init.set_status_text(&resp.status_text());
     resp_init.set_headers(&resp.headers().into());
-    let out = web_sys::Response::new_with_opt_readable_stream_and_init(resp.body().as_ref(), &resp_init)?;
+    let (body, after) = match (aftercare, resp.body()) {
+        (None, body) => (body, None),
+        (Some(a), None) => (None, Some(a.finish(None))),
+        (Some(a), Some(body)) => {
+            let meter = a.source.as_ref().map(|s| UsageMeter::new(s, &header_list(&resp.headers())));
+            let pass = web_sys::TransformStream::new()?;
+            let writer = pass.writable().get_writer()?;
+            (Some(pass.readable()), Some(Box::pin(metered_pump(body, writer, meter, a)) as Background))
+        }
+    };
+    let out = web_sys::Response::new_with_opt_readable_stream_and_init(body.as_ref(), &resp_init)?;
     let out_headers = out.headers();
     for name in plan.decorated_names() {
         let mut values = added.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(&name)).map(|(_, v)| v);
@@ -290,7 +316,61 @@ async fn stream_proxy(req: &web_sys::Request, mut plan: ProxyPlan) -> worker::Re
             out_headers.append(&name, value)?;
         }
     }
-    Ok(out)
+    Ok((out, after))
+}
+
+/// Copies the origin's body to the caller chunk by chunk, feeding the usage meter; at the end of
+/// the body, or as soon as the caller is gone, pays the request's aftercare.
+///
+/// The caller being gone shows as a failed write, or as the origin's body erroring while a write
+/// waits. Under Miniflare neither arrives (the runtime cancels the origin's connection but settles
+/// none of the request's pending promises): there the lease frees at its deadline.
+async fn metered_pump(
+    body: web_sys::ReadableStream,
+    writer: web_sys::WritableStreamDefaultWriter,
+    mut meter: Option<UsageMeter>,
+    aftercare: Aftercare,
+) {
+    use wasm_bindgen_futures::JsFuture;
+    let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+    let mut origin_closed = JsFuture::from(reader.closed());
+    let mut origin_settled = false;
+    let mut complete = false;
+    loop {
+        let Ok(step) = JsFuture::from(reader.read()).await else { break };
+        let done = js_sys::Reflect::get(&step, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true);
+        if done {
+            complete = true;
+            break;
+        }
+        let Ok(chunk) = js_sys::Reflect::get(&step, &"value".into()) else { break };
+        if let Some(m) = meter.as_mut().filter(|m| m.reads_body()) {
+            m.feed(&js_sys::Uint8Array::new(&chunk).to_vec());
+        }
+        let mut write = JsFuture::from(writer.write_with_chunk(&chunk));
+        let written = if origin_settled {
+            write.await.is_ok()
+        } else {
+            match select(&mut write, &mut origin_closed).await {
+                Either::Left((result, _)) => result.is_ok(),
+                // The origin's body errored while the caller was not reading: the caller left.
+                Either::Right((Err(_), _)) => false,
+                Either::Right((Ok(_), _)) => {
+                    origin_settled = true;
+                    write.await.is_ok()
+                }
+            }
+        };
+        if !written {
+            // The caller went away: stop reading the origin (not waited for).
+            let _ = reader.cancel();
+            break;
+        }
+    }
+    // Not waited for: closing a stream whose reader is gone may never settle.
+    let _ = if complete { writer.close() } else { writer.abort() };
+    let reported = meter.and_then(|m| if complete { m.finish() } else { m.so_far() });
+    aftercare.finish(reported).await;
 }
 
 /// Opens the subscription of `plan` on Redis and streams its events to the client through the

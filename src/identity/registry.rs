@@ -67,6 +67,11 @@ impl<T: Transport + Clone + 'static, S: Sleeper + 'static> KeyRegistry<T, S> {
         }
     }
 
+    /// Whether `key` was verified in this isolate before (its record is remembered, fresh or not).
+    pub fn knows(&self, key: &str) -> bool {
+        self.cache.borrow().last_known(&api_key::key_hash(key)).is_some()
+    }
+
     /// The record of a presented key.
     pub async fn resolve(&self, key: &str) -> Result<KeyRecord, RegistryError> {
         if api_key::parse(key).is_none() {

@@ -144,6 +144,8 @@ mod tests {
             route_limits: route,
             cost: NonZeroU32::new(cost).expect("non-zero"),
             mode: Mode::Consume,
+            usage: None,
+            concurrency: None,
         }
     }
 

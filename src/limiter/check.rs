@@ -8,10 +8,10 @@ use std::num::NonZeroU32;
 use std::sync::OnceLock;
 
 use crate::keys::Keys;
-use crate::policy::{Algorithm, Limit};
+use crate::policy::{Algorithm, ConcurrencyRule, Limit, LimitMode, Unit, WarnAt};
 use crate::redis::{Arg, Client, Command, Reply, Script, Transport};
 
-use super::decision::{Decision, LimitState, Snapshot};
+use super::decision::{ConcurrencyState, Decision, LimitState, Snapshot, Warning};
 use super::model::{check_bounds, merge_shared};
 use super::LimiterError;
 
@@ -35,6 +35,26 @@ impl Mode {
     }
 }
 
+/// The usage reservation of a route: limits of `unit` are charged `reserve` in the check.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Reservation<'a> {
+    /// The unit the route's origin reports.
+    pub unit: &'a Unit,
+    /// Units held until the answer settles.
+    pub reserve: NonZeroU32,
+}
+
+/// The concurrency slot a request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot<'a> {
+    /// The route's rule.
+    pub rule: &'a ConcurrencyRule,
+    /// The route's name (the lease set is per caller and route).
+    pub route: &'a str,
+    /// This request's lease id, unique per request (released at the end of its body).
+    pub lease_id: &'a str,
+}
+
 /// Everything one check needs: who, which limits, what it costs, and whether to charge.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Check<'a> {
@@ -44,10 +64,14 @@ pub struct Check<'a> {
     pub tier_limits: &'a [Limit],
     /// The route's limits; they apply whatever the override.
     pub route_limits: &'a [Limit],
-    /// Units the request takes from every limit.
+    /// Units the request takes from every limit of `requests`.
     pub cost: NonZeroU32,
     /// Charge or only look.
     pub mode: Mode,
+    /// The route's usage reservation, when it reports a unit.
+    pub usage: Option<Reservation<'a>>,
+    /// The route's concurrency slot, when it has one.
+    pub concurrency: Option<Slot<'a>>,
 }
 
 /// The `KEYS` and `ARGV` of one run of the check script.
@@ -72,11 +96,44 @@ impl<'a> Check<'a> {
         self.tier_limits.iter().chain(self.route_limits)
     }
 
-    /// Refuses limits outside the exact-math bounds, and ids shared by limits that disagree on
-    /// algorithm or window (limits agreeing on both are checked once; see [`merge_shared`]).
+    /// What this request charges a limit: `cost` for `requests`, the reservation for the
+    /// route's usage unit, `None` (not part of the check) for any other unit. A peek looks at
+    /// every limit, charging other units 1 (it writes nothing).
+    pub fn cost_of(&self, limit: &Limit) -> Option<u32> {
+        if limit.unit.is_requests() {
+            return Some(self.cost.get());
+        }
+        match self.usage {
+            Some(u) if *u.unit == limit.unit => Some(u.reserve.get()),
+            _ if self.mode == Mode::Peek => Some(1),
+            _ => None,
+        }
+    }
+
+    /// The tier limits this check charges, with their cost.
+    pub fn tier_charges(&self) -> impl Iterator<Item = (&'a Limit, u32)> + '_ {
+        self.tier_limits.iter().filter_map(|l| self.cost_of(l).map(|c| (l, c)))
+    }
+
+    /// The route limits this check charges, with their cost.
+    pub fn route_charges(&self) -> impl Iterator<Item = (&'a Limit, u32)> + '_ {
+        self.route_limits.iter().filter_map(|l| self.cost_of(l).map(|c| (l, c)))
+    }
+
+    /// Refuses limits outside the exact-math bounds, ids shared by limits that disagree on
+    /// algorithm or window (limits agreeing on both are checked once; see [`merge_shared`]),
+    /// and malformed lease ids.
     pub fn validate(&self) -> Result<(), LimiterError> {
         for limit in self.limits() {
             check_bounds(limit)?;
+        }
+        if let Some(slot) = self.concurrency {
+            let id = slot.lease_id;
+            let ok =
+                (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
+            if !ok {
+                return Err(LimiterError::BadLeaseId);
+            }
         }
         merge_shared(self.limits()).map(|_| ())
     }
@@ -94,21 +151,41 @@ impl<'a> Check<'a> {
 
     fn build(&self, keys: &Keys, now_ms: Option<u64>) -> Result<ScriptCall, LimiterError> {
         self.validate()?;
+        let tier: Vec<(&Limit, u32)> = self.tier_charges().collect();
+        let route: Vec<(&Limit, u32)> = self.route_charges().collect();
         let mut key_list = vec![keys.limit_override(self.subject_hash)];
-        key_list.extend(self.limits().map(|l| keys.limit_state(self.subject_hash, &l.id)));
+        key_list.extend(tier.iter().chain(&route).map(|(l, _)| keys.limit_state(self.subject_hash, &l.id)));
         let mut args: Vec<Arg> = vec![
             now_ms.map_or(Arg::Str(String::new()), Arg::from),
             Arg::from(self.mode.as_str()),
             Arg::from(self.cost.get()),
             Arg::from(keys.limit_state(self.subject_hash, "")),
-            Arg::from(self.tier_limits.len()),
-            Arg::from(self.route_limits.len()),
+            Arg::from(tier.len()),
+            Arg::from(route.len()),
+            Arg::from(self.subject_hash),
         ];
-        for limit in self.limits() {
+        match self.concurrency {
+            Some(slot) => {
+                key_list.push(keys.limit_leases(self.subject_hash, slot.route));
+                args.push(Arg::from(slot.rule.limit.get()));
+                args.push(Arg::from(slot.rule.lease_ms.get()));
+                args.push(Arg::from(if self.mode == Mode::Peek { "" } else { slot.lease_id }));
+                args.push(Arg::from(slot.rule.mode.as_str()));
+                args.push(Arg::from(slot.rule.id.as_str()));
+            }
+            None => {
+                args.extend([Arg::from(0u32), Arg::from(0u32), Arg::from(""), Arg::from("enforce"), Arg::from("")]);
+            }
+        }
+        for (limit, cost) in tier.iter().chain(&route) {
             args.push(Arg::from(limit.id.as_str()));
             args.push(Arg::from(limit.algorithm.as_str()));
             args.push(Arg::from(limit.limit.get()));
             args.push(Arg::from(limit.window_ms.get()));
+            args.push(Arg::from(*cost));
+            args.push(Arg::from(limit.unit.as_str()));
+            args.push(Arg::from(limit.mode.as_str()));
+            args.push(Arg::from(warn_list(limit)));
         }
         Ok(ScriptCall { keys: key_list, args })
     }
@@ -118,6 +195,129 @@ impl<'a> Check<'a> {
         let call = self.command(keys)?;
         let reply = client.eval(check_script(), &call.keys, &call.args).await?;
         parse_reply(&reply)
+    }
+
+    /// The settlement of this check's reservation once the origin reported `actual` units (the
+    /// reservation itself when it reported none): the limits of the usage unit the decision
+    /// charged. `None` when nothing was reserved.
+    pub fn settlement(&self, decision: &Decision, actual: u32) -> Option<Settlement<'a>> {
+        let usage = self.usage?;
+        let snapshot = decision.snapshot();
+        let limits: Vec<&'a Limit> = self
+            .limits()
+            .filter(|l| l.unit == *usage.unit)
+            .filter(|l| snapshot.limit(&l.id).is_some_and(|s| s.charged > 0 && s.unit == *usage.unit))
+            .fold(Vec::new(), |mut acc, l| {
+                if !acc.iter().any(|a: &&Limit| a.id == l.id) {
+                    acc.push(l);
+                }
+                acc
+            });
+        if limits.is_empty() {
+            return None;
+        }
+        Some(Settlement {
+            subject_hash: self.subject_hash,
+            limits,
+            reserved_at_ms: snapshot.now_ms,
+            reserve: usage.reserve.get(),
+            actual,
+        })
+    }
+
+    /// The release of this check's lease, when it took one.
+    pub fn release(&self, decision: &Decision) -> Option<Release<'a>> {
+        let slot = self.concurrency?;
+        let acquired = decision.snapshot().concurrency.as_ref().is_some_and(|c| c.acquired);
+        acquired.then_some(Release { subject_hash: self.subject_hash, route: slot.route, lease_id: slot.lease_id })
+    }
+}
+
+/// `warn_at` as the script takes it: parts per million, comma-separated, `""` for none.
+fn warn_list(limit: &Limit) -> String {
+    limit.warn_at.iter().map(|w| w.ppm().to_string()).collect::<Vec<_>>().join(",")
+}
+
+/// The after-the-answer adjustment of a reservation: one `EVALSHA` of `scripts/settle.lua`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement<'a> {
+    /// The subject's hash.
+    pub subject_hash: &'a str,
+    /// The limits the reservation was charged to.
+    pub limits: Vec<&'a Limit>,
+    /// The check's time (its reply's `now_ms`): which window holds the reservation.
+    pub reserved_at_ms: u64,
+    /// Units reserved.
+    pub reserve: u32,
+    /// Units the origin reported.
+    pub actual: u32,
+}
+
+impl Settlement<'_> {
+    /// The script's keys and arguments; time comes from Redis `TIME`.
+    pub fn command(&self, keys: &Keys) -> ScriptCall {
+        self.build(keys, None)
+    }
+
+    /// At a given time, for the property tests only.
+    pub fn command_at(&self, keys: &Keys, now_ms: u64) -> ScriptCall {
+        self.build(keys, Some(now_ms))
+    }
+
+    fn build(&self, keys: &Keys, now_ms: Option<u64>) -> ScriptCall {
+        let key_list = self.limits.iter().map(|l| keys.limit_state(self.subject_hash, &l.id)).collect();
+        let mut args: Vec<Arg> = vec![
+            now_ms.map_or(Arg::Str(String::new()), Arg::from),
+            Arg::from(keys.limit_state(self.subject_hash, "")),
+            Arg::from(self.subject_hash),
+            Arg::from(self.reserved_at_ms),
+            Arg::from(self.reserve),
+            Arg::from(self.actual),
+            Arg::from(self.limits.len()),
+        ];
+        for limit in &self.limits {
+            args.push(Arg::from(limit.id.as_str()));
+            args.push(Arg::from(limit.algorithm.as_str()));
+            args.push(Arg::from(limit.limit.get()));
+            args.push(Arg::from(limit.window_ms.get()));
+            args.push(Arg::from(limit.unit.as_str()));
+            args.push(Arg::from(limit.mode.as_str()));
+            args.push(Arg::from(warn_list(limit)));
+        }
+        ScriptCall { keys: key_list, args }
+    }
+
+    /// `EVALSHA` of the settle script (for a `/pipeline` with the release).
+    pub fn evalsha(&self, keys: &Keys) -> Command {
+        let call = self.command(keys);
+        settle_script().evalsha(&call.keys, &call.args)
+    }
+}
+
+/// The end of a request's concurrency lease: one `EVALSHA` of `scripts/release.lua`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Release<'a> {
+    /// The subject's hash.
+    pub subject_hash: &'a str,
+    /// The route's name.
+    pub route: &'a str,
+    /// The lease id the check took.
+    pub lease_id: &'a str,
+}
+
+impl Release<'_> {
+    /// The script's keys and arguments.
+    pub fn command(&self, keys: &Keys) -> ScriptCall {
+        ScriptCall {
+            keys: vec![keys.limit_leases(self.subject_hash, self.route)],
+            args: vec![Arg::from(self.lease_id)],
+        }
+    }
+
+    /// `EVALSHA` of the release script (for a `/pipeline` with the settlement).
+    pub fn evalsha(&self, keys: &Keys) -> Command {
+        let call = self.command(keys);
+        release_script().evalsha(&call.keys, &call.args)
     }
 }
 
@@ -137,10 +337,25 @@ pub fn check_and_read_script() -> &'static Script {
     })
 }
 
-/// Fields per limit in the reply: id, algorithm, limit, window_ms, remaining, reset_ms, next_ms.
-const FIELDS_PER_LIMIT: usize = 7;
+/// The settle script (`scripts/settle.lua`), hashed once per isolate.
+pub fn settle_script() -> &'static Script {
+    static SCRIPT: OnceLock<Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(include_str!("scripts/settle.lua")))
+}
+
+/// The release script (`scripts/release.lua`), hashed once per isolate.
+pub fn release_script() -> &'static Script {
+    static SCRIPT: OnceLock<Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| Script::new(include_str!("scripts/release.lua")))
+}
+
+/// Fields per limit in the reply: id, algorithm, limit, window_ms, remaining, reset_ms, next_ms,
+/// unit, mode, charged.
+const FIELDS_PER_LIMIT: usize = 10;
 /// Fields before the limits: now_ms, outcome, violated index, retry_after_ms, tier, override status, count.
 const HEADER_FIELDS: usize = 7;
+/// Fields of the slot: id, limit, in_flight, lease_ms, mode, acquired, reset_ms.
+const SLOT_FIELDS: usize = 7;
 
 /// Reads the script's reply (shape in the script's header); any other shape is an error, never a panic.
 pub fn parse_reply(reply: &Reply) -> Result<Decision, LimiterError> {
@@ -155,24 +370,35 @@ pub fn parse_reply(reply: &Reply) -> Result<Decision, LimiterError> {
     let override_status = uint(&header[5], "override status")?;
     let count =
         usize::try_from(uint(&header[6], "limit count")?).map_err(|_| LimiterError::MalformedReply("limit count"))?;
-    let body = &items[HEADER_FIELDS..];
-    if body.len() != count.saturating_mul(FIELDS_PER_LIMIT) {
-        return Err(LimiterError::MalformedReply("limit count does not match the fields"));
+    let mut rest = &items[HEADER_FIELDS..];
+    let body_len = count.checked_mul(FIELDS_PER_LIMIT).filter(|n| *n <= rest.len());
+    let body_len = body_len.ok_or(LimiterError::MalformedReply("limit count does not match the fields"))?;
+    let limits = rest[..body_len].chunks_exact(FIELDS_PER_LIMIT).map(parse_limit).collect::<Result<Vec<_>, _>>()?;
+    rest = &rest[body_len..];
+    let slot = rest.get(..SLOT_FIELDS).ok_or(LimiterError::MalformedReply("slot fields"))?;
+    let concurrency = parse_slot(slot)?;
+    rest = &rest[SLOT_FIELDS..];
+    let (shadow_denied, after) = counted(rest, 1, "shadow list")?;
+    let shadow_denied = shadow_denied.iter().map(|r| text(r, "shadow id")).collect::<Result<Vec<_>, _>>()?;
+    let (warnings, after) = counted(after, 3, "warning list")?;
+    if !after.is_empty() {
+        return Err(LimiterError::MalformedReply("trailing fields"));
     }
-    let limits = body.chunks_exact(FIELDS_PER_LIMIT).map(parse_limit).collect::<Result<Vec<_>, _>>()?;
+    let warnings = parse_warnings(warnings)?;
     let (tier, override_ignored) = match override_status {
         0 => (None, false),
         1 => (Some(tier), false),
         2 => (None, true),
         _ => return Err(LimiterError::MalformedReply("override status")),
     };
-    let snapshot = Snapshot { now_ms, tier, override_ignored, limits };
+    let snapshot = Snapshot { now_ms, tier, override_ignored, limits, concurrency, shadow_denied, warnings };
     let violated_id = || {
-        violated
-            .checked_sub(1)
-            .and_then(|i| snapshot.limits.get(i))
-            .map(|l| l.id.clone())
-            .ok_or(LimiterError::MalformedReply("violated index"))
+        let i = violated.checked_sub(1).ok_or(LimiterError::MalformedReply("violated index"))?;
+        match (snapshot.limits.get(i), &snapshot.concurrency) {
+            (Some(l), _) => Ok(l.id.clone()),
+            (None, Some(c)) if i == snapshot.limits.len() => Ok(c.id.clone()),
+            _ => Err(LimiterError::MalformedReply("violated index")),
+        }
     };
     match outcome {
         1 => Ok(Decision::Allowed(snapshot)),
@@ -188,12 +414,42 @@ pub fn parse_reply(reply: &Reply) -> Result<Decision, LimiterError> {
     }
 }
 
+/// A count followed by `count × width` fields: those fields and what follows them.
+fn counted<'r>(
+    items: &'r [Reply],
+    width: usize,
+    what: &'static str,
+) -> Result<(&'r [Reply], &'r [Reply]), LimiterError> {
+    let (n, rest) = items.split_first().ok_or(LimiterError::MalformedReply(what))?;
+    let n = usize::try_from(uint(n, what)?).map_err(|_| LimiterError::MalformedReply(what))?;
+    let len = n.checked_mul(width).filter(|len| *len <= rest.len()).ok_or(LimiterError::MalformedReply(what))?;
+    Ok(rest.split_at(len))
+}
+
+fn parse_warnings(fields: &[Reply]) -> Result<Vec<Warning>, LimiterError> {
+    fields
+        .chunks_exact(3)
+        .map(|w| {
+            let at = u32::try_from(uint(&w[1], "warning fraction")?)
+                .ok()
+                .and_then(WarnAt::from_ppm)
+                .ok_or(LimiterError::MalformedReply("warning fraction"))?;
+            Ok(Warning { limit_id: text(&w[0], "warning limit")?, at, used: uint(&w[2], "warning used")? })
+        })
+        .collect()
+}
+
+fn small(r: &Reply, what: &'static str) -> Result<u32, LimiterError> {
+    uint(r, what).and_then(|n| u32::try_from(n).map_err(|_| LimiterError::MalformedReply(what)))
+}
+
+fn limit_mode(r: &Reply) -> Result<LimitMode, LimiterError> {
+    LimitMode::parse(&text(r, "mode")?).ok_or(LimiterError::MalformedReply("mode"))
+}
+
 fn parse_limit(fields: &[Reply]) -> Result<LimitState, LimiterError> {
-    let [id, algorithm, limit, window_ms, remaining, reset_ms, next_ms] = fields else {
+    let [id, algorithm, limit, window_ms, remaining, reset_ms, next_ms, unit, mode, charged] = fields else {
         return Err(LimiterError::MalformedReply("limit fields"));
-    };
-    let small = |r: &Reply, what: &'static str| {
-        uint(r, what).and_then(|n| u32::try_from(n).map_err(|_| LimiterError::MalformedReply(what)))
     };
     Ok(LimitState {
         id: text(id, "limit id")?,
@@ -203,6 +459,60 @@ fn parse_limit(fields: &[Reply]) -> Result<LimitState, LimiterError> {
         remaining: small(remaining, "remaining")?,
         reset_ms: uint(reset_ms, "reset_ms")?,
         next_ms: uint(next_ms, "next_ms")?,
+        unit: Unit::parse(&text(unit, "unit")?).ok_or(LimiterError::MalformedReply("unit"))?,
+        mode: limit_mode(mode)?,
+        charged: small(charged, "charged")?,
+    })
+}
+
+fn parse_slot(fields: &[Reply]) -> Result<Option<ConcurrencyState>, LimiterError> {
+    let [id, limit, in_flight, lease_ms, mode, acquired, reset_ms] = fields else {
+        return Err(LimiterError::MalformedReply("slot fields"));
+    };
+    let id = text(id, "slot id")?;
+    if id.is_empty() {
+        return Ok(None);
+    }
+    Ok(Some(ConcurrencyState {
+        id,
+        limit: small(limit, "slot limit")?,
+        in_flight: small(in_flight, "in flight")?,
+        lease_ms: uint(lease_ms, "lease_ms")?,
+        mode: limit_mode(mode)?,
+        acquired: match uint(acquired, "acquired")? {
+            0 => false,
+            1 => true,
+            _ => return Err(LimiterError::MalformedReply("acquired")),
+        },
+        reset_ms: uint(reset_ms, "slot reset_ms")?,
+    }))
+}
+
+/// What a settlement did: the time it ran and the warnings it published.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SettleReply {
+    /// Redis time of the settlement, Unix ms.
+    pub now_ms: u64,
+    /// Limits whose state was written.
+    pub written: u32,
+    /// Quota warnings it published.
+    pub warnings: Vec<Warning>,
+}
+
+/// Reads `settle.lua`'s reply: `[now_ms, written, n, (limit id, ppm, used) × n]`.
+pub fn parse_settle_reply(reply: &Reply) -> Result<SettleReply, LimiterError> {
+    let items = reply.as_array().ok_or(LimiterError::MalformedReply("not an array"))?;
+    let [now, written, rest @ ..] = items else {
+        return Err(LimiterError::MalformedReply("short settle reply"));
+    };
+    let (warnings, after) = counted(rest, 3, "warning list")?;
+    if !after.is_empty() {
+        return Err(LimiterError::MalformedReply("trailing fields"));
+    }
+    Ok(SettleReply {
+        now_ms: uint(now, "now_ms")?,
+        written: small(written, "written")?,
+        warnings: parse_warnings(warnings)?,
     })
 }
 
@@ -225,12 +535,16 @@ pub fn encode_reply(decision: &Decision) -> Reply {
         Decision::Denied { violated, .. } => (0, Some(violated)),
         Decision::Impossible { violated, .. } => (-1, Some(violated)),
     };
-    let index = violated.and_then(|id| snapshot.limits.iter().position(|l| &l.id == id)).map_or(0, |i| i as u64 + 1);
+    let slot_index = |id: &String| snapshot.concurrency.as_ref().filter(|c| &c.id == id).map(|_| snapshot.limits.len());
+    let index = violated
+        .and_then(|id| snapshot.limits.iter().position(|l| &l.id == id).or_else(|| slot_index(id)))
+        .map_or(0, |i| i as u64 + 1);
     let status = match (&snapshot.tier, snapshot.override_ignored) {
         (Some(_), _) => 1,
         (None, true) => 2,
         (None, false) => 0,
     };
+    let bulk = |s: &str| Reply::Bulk(s.as_bytes().to_vec());
     let mut items = vec![
         int(snapshot.now_ms),
         Reply::Int(outcome),
@@ -242,14 +556,35 @@ pub fn encode_reply(decision: &Decision) -> Reply {
     ];
     for l in &snapshot.limits {
         items.extend([
-            Reply::Bulk(l.id.clone().into_bytes()),
-            Reply::Bulk(l.algorithm.as_str().as_bytes().to_vec()),
+            bulk(&l.id),
+            bulk(l.algorithm.as_str()),
             int(u64::from(l.limit)),
             int(l.window_ms),
             int(u64::from(l.remaining)),
             int(l.reset_ms),
             int(l.next_ms),
+            bulk(l.unit.as_str()),
+            bulk(l.mode.as_str()),
+            int(u64::from(l.charged)),
         ]);
+    }
+    match &snapshot.concurrency {
+        Some(c) => items.extend([
+            bulk(&c.id),
+            int(u64::from(c.limit)),
+            int(u64::from(c.in_flight)),
+            int(c.lease_ms),
+            bulk(c.mode.as_str()),
+            int(u64::from(c.acquired)),
+            int(c.reset_ms),
+        ]),
+        None => items.extend([bulk(""), int(0), int(0), int(0), bulk("enforce"), int(0), int(0)]),
+    }
+    items.push(int(snapshot.shadow_denied.len() as u64));
+    items.extend(snapshot.shadow_denied.iter().map(|id| bulk(id)));
+    items.push(int(snapshot.warnings.len() as u64));
+    for w in &snapshot.warnings {
+        items.extend([bulk(&w.limit_id), int(u64::from(w.at.ppm())), int(w.used)]);
     }
     Reply::Array(items)
 }
@@ -268,6 +603,8 @@ mod tests {
             route_limits: &[],
             cost: NonZeroU32::MIN,
             mode: Mode::Consume,
+            usage: None,
+            concurrency: None,
         };
         let mut memory = crate::limiter::MemoryLimiter::new(16);
         for _ in 0..3 {
@@ -290,6 +627,8 @@ mod tests {
             route_limits: &route,
             cost: NonZeroU32::MIN,
             mode: Mode::Consume,
+            usage: None,
+            concurrency: None,
         };
         let call = check.command(&Keys::new("ns")).expect("valid");
         assert_eq!(
@@ -298,7 +637,7 @@ mod tests {
         );
         assert_eq!(call.args[0], Arg::Str(String::new()), "production time comes from Redis TIME");
         assert_eq!(call.args[3], Arg::Str("ns:ratelimit:v1:{abc}:".into()));
-        assert_eq!(call.args.len(), 6 + 4 * 2);
+        assert_eq!(call.args.len(), 12 + 8 * 2);
         assert_eq!(check.command_at(&Keys::new("ns"), 42).expect("valid").args[0], Arg::Int(42));
         assert_eq!(call.evalsha().name(), "EVALSHA");
     }
@@ -313,6 +652,8 @@ mod tests {
             route_limits: &agreeing,
             cost: NonZeroU32::MIN,
             mode: Mode::Peek,
+            usage: None,
+            concurrency: None,
         };
         assert_eq!(check.validate(), Ok(()));
         let other = [limit("same", Algorithm::Gcra, 1, 2_000)];
@@ -320,9 +661,24 @@ mod tests {
         assert_eq!(check.validate(), Err(LimiterError::DuplicateLimitId { id: "same".into() }));
     }
 
+    /// The fields of a reply with no slot, no shadow denial and no warning after `limits`.
+    fn tail() -> Vec<Reply> {
+        vec![
+            bulk(""),
+            Reply::Int(0),
+            Reply::Int(0),
+            Reply::Int(0),
+            bulk("enforce"),
+            Reply::Int(0),
+            Reply::Int(0),
+            Reply::Int(0),
+            Reply::Int(0),
+        ]
+    }
+
     #[test]
     fn a_denied_reply_parses_into_a_decision() {
-        let reply = Reply::Array(vec![
+        let mut items = vec![
             Reply::Int(1_000),
             Reply::Int(0),
             Reply::Int(1),
@@ -337,22 +693,116 @@ mod tests {
             Reply::Int(0),
             Reply::Int(61_000),
             Reply::Int(1_250),
-        ]);
-        let d = parse_reply(&reply).expect("valid reply");
+            bulk("requests"),
+            bulk("enforce"),
+            Reply::Int(0),
+        ];
+        items.extend(tail());
+        let d = parse_reply(&Reply::Array(items)).expect("valid reply");
         assert_eq!(d.violated(), Some("tier-pro"));
         assert_eq!(d.retry_after_ms(), Some(250));
         assert_eq!(d.snapshot().tier.as_deref(), Some("PRO"));
         assert_eq!(d.snapshot().limits[0].algorithm, Algorithm::Gcra);
+        assert_eq!(d.snapshot().concurrency, None);
+    }
+
+    #[test]
+    fn a_concurrency_refusal_names_the_slot_and_lists_shadow_denials_and_warnings() {
+        let items = vec![
+            Reply::Int(1_000),
+            Reply::Int(0),
+            Reply::Int(1),
+            Reply::Int(1_000),
+            bulk(""),
+            Reply::Int(0),
+            Reply::Int(0),
+            bulk("route-chat-concurrency"),
+            Reply::Int(2),
+            Reply::Int(2),
+            Reply::Int(120_000),
+            bulk("enforce"),
+            Reply::Int(0),
+            Reply::Int(90_000),
+            Reply::Int(1),
+            bulk("new-limit"),
+            Reply::Int(1),
+            bulk("tier-tokens"),
+            Reply::Int(800_000),
+            Reply::Int(810),
+        ];
+        let d = parse_reply(&Reply::Array(items)).expect("valid reply");
+        assert_eq!(d.violated(), Some("route-chat-concurrency"));
+        assert!(d.refused_by_concurrency());
+        let c = d.snapshot().concurrency.as_ref().expect("slot");
+        assert_eq!((c.limit, c.in_flight, c.acquired, c.remaining()), (2, 2, false, 0));
+        assert_eq!(d.snapshot().shadow_denied, ["new-limit"]);
+        assert_eq!(d.snapshot().warnings[0].at.ppm(), 800_000);
+    }
+
+    #[test]
+    fn command_charges_the_reservation_to_limits_of_the_usage_unit_only() {
+        let mut tokens = limit("tier-tokens", Algorithm::FixedWindow, 1_000, 86_400_000);
+        tokens.unit = Unit::parse("tokens").expect("unit");
+        let mut bytes = limit("tier-bytes", Algorithm::FixedWindow, 1_000, 86_400_000);
+        bytes.unit = Unit::parse("bytes").expect("unit");
+        let tier = [limit("tier-basic", Algorithm::SlidingWindow, 100, 3_600_000), tokens.clone(), bytes];
+        let rule = ConcurrencyRule {
+            id: "route-chat-concurrency".into(),
+            limit: NonZeroU32::new(2).expect("2"),
+            lease_ms: std::num::NonZeroU64::new(120_000).expect("lease"),
+            mode: LimitMode::Enforce,
+        };
+        let check = Check {
+            subject_hash: "abc",
+            tier_limits: &tier,
+            route_limits: &[],
+            cost: NonZeroU32::MIN,
+            mode: Mode::Consume,
+            usage: Some(Reservation { unit: &tokens.unit, reserve: NonZeroU32::new(300).expect("300") }),
+            concurrency: Some(Slot { rule: &rule, route: "chat", lease_id: "l1" }),
+        };
+        let call = check.command(&Keys::new("ns")).expect("valid");
+        assert_eq!(call.keys.len(), 1 + 2 + 1, "bytes are not reported on this route: not charged");
+        assert_eq!(call.keys[3], "ns:ratelimit:v1:{abc}:lease:chat");
+        assert_eq!(call.args[12 + 8 + 4], Arg::from(300u32), "the token limit costs the reservation");
+        assert_eq!(call.args[12 + 4], Arg::from(1u32), "the request limit costs the route's cost");
+        let bad = Check { concurrency: Some(Slot { rule: &rule, route: "chat", lease_id: "no spaces" }), ..check };
+        assert_eq!(bad.validate(), Err(LimiterError::BadLeaseId));
+    }
+
+    #[test]
+    fn a_settle_reply_parses_and_rejects_other_shapes() {
+        let ok = Reply::Array(vec![
+            Reply::Int(5),
+            Reply::Int(1),
+            Reply::Int(1),
+            bulk("t"),
+            Reply::Int(1_000_000),
+            Reply::Int(9),
+        ]);
+        let r = parse_settle_reply(&ok).expect("valid");
+        assert_eq!((r.now_ms, r.written, r.warnings.len()), (5, 1, 1));
+        for bad in [
+            Reply::Nil,
+            Reply::Array(vec![Reply::Int(5)]),
+            Reply::Array(vec![Reply::Int(5), Reply::Int(0), Reply::Int(1)]),
+        ] {
+            assert!(parse_settle_reply(&bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]
     fn malformed_replies_are_errors_not_panics() {
+        let with_tail = |mut head: Vec<Reply>| {
+            head.extend(tail());
+            Reply::Array(head)
+        };
         let cases = [
             Reply::Nil,
             Reply::Int(1),
             Reply::Array(vec![]),
             Reply::Array(vec![Reply::Int(1); 7]),
-            Reply::Array(vec![
+            with_tail(vec![
                 Reply::Int(1),
                 Reply::Int(1),
                 Reply::Int(0),
@@ -361,7 +811,7 @@ mod tests {
                 Reply::Int(0),
                 Reply::Int(1),
             ]),
-            Reply::Array(vec![
+            with_tail(vec![
                 Reply::Int(1),
                 Reply::Int(0),
                 Reply::Int(9),
@@ -370,7 +820,7 @@ mod tests {
                 Reply::Int(0),
                 Reply::Int(0),
             ]),
-            Reply::Array(vec![
+            with_tail(vec![
                 Reply::Int(-1),
                 Reply::Int(1),
                 Reply::Int(0),
@@ -379,7 +829,25 @@ mod tests {
                 Reply::Int(0),
                 Reply::Int(0),
             ]),
+            {
+                let mut ok = vec![
+                    Reply::Int(1),
+                    Reply::Int(1),
+                    Reply::Int(0),
+                    Reply::Int(0),
+                    bulk(""),
+                    Reply::Int(0),
+                    Reply::Int(0),
+                ];
+                ok.extend(tail());
+                ok.push(Reply::Int(0));
+                Reply::Array(ok)
+            },
         ];
+        let mut fine =
+            vec![Reply::Int(1), Reply::Int(1), Reply::Int(0), Reply::Int(0), bulk(""), Reply::Int(0), Reply::Int(0)];
+        fine.extend(tail());
+        assert!(parse_reply(&Reply::Array(fine)).is_ok(), "the cases below differ from a valid reply in one way");
         for reply in cases {
             assert!(parse_reply(&reply).is_err(), "{reply:?}");
         }

@@ -1,7 +1,7 @@
 //! Being limited is a decision, not an error: [`Decision`] and the [`Snapshot`] of every limit
 //! that headers, problem bodies, stats and the admin API render from.
 
-use crate::policy::Algorithm;
+use crate::policy::{Algorithm, LimitMode, Unit, WarnAt};
 
 /// One limit as it stands after a check.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +21,50 @@ pub struct LimitState {
     pub reset_ms: u64,
     /// Unix ms at which at least one more unit is available (`now_ms` when `remaining` is full).
     pub next_ms: u64,
+    /// What the limit counts.
+    pub unit: Unit,
+    /// Enforced or shadow.
+    pub mode: LimitMode,
+    /// Units this check charged to the limit: its cost when it consumed, else 0. A settlement
+    /// adjusts exactly the limits with a charge.
+    pub charged: u32,
+}
+
+/// A route's concurrency slots of one caller, as the check found them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConcurrencyState {
+    /// The rule's id (`route-chat-concurrency`).
+    pub id: String,
+    /// Slots at most.
+    pub limit: u32,
+    /// Live leases after the check (the new one included when acquired).
+    pub in_flight: u32,
+    /// How long a lease is held at most, ms.
+    pub lease_ms: u64,
+    /// Enforced or shadow.
+    pub mode: LimitMode,
+    /// Whether this check took a slot (its lease id must be released at the end of the body).
+    pub acquired: bool,
+    /// Unix ms by which one more slot is free at the latest (lease deadlines; `now_ms` when one is).
+    pub reset_ms: u64,
+}
+
+impl ConcurrencyState {
+    /// Slots left after the check.
+    pub fn remaining(&self) -> u32 {
+        self.limit.saturating_sub(self.in_flight)
+    }
+}
+
+/// A quota warning the check published: the limit's usage crossed `at`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Warning {
+    /// The limit's id.
+    pub limit_id: String,
+    /// The fraction crossed.
+    pub at: WarnAt,
+    /// Units used after the charge.
+    pub used: u64,
 }
 
 /// Every limit that applied to a request, as Redis (or the memory fallback) saw them.
@@ -34,12 +78,32 @@ pub struct Snapshot {
     pub override_ignored: bool,
     /// The limits: the tier's (or the override's) first, then the route's, in policy order.
     pub limits: Vec<LimitState>,
+    /// The route's concurrency slots, when the route has them.
+    pub concurrency: Option<ConcurrencyState>,
+    /// Ids of the shadow limits (and shadow concurrency) that would have refused this request.
+    pub shadow_denied: Vec<String>,
+    /// Quota warnings this check published (each once per window, whichever isolate crossed).
+    pub warnings: Vec<Warning>,
 }
 
 impl Snapshot {
-    /// The limit that binds: the fewest units remaining; on a tie, the one resetting last.
+    /// No limits at all, at `now_ms`.
+    pub fn empty(now_ms: u64) -> Self {
+        Snapshot {
+            now_ms,
+            tier: None,
+            override_ignored: false,
+            limits: Vec::new(),
+            concurrency: None,
+            shadow_denied: Vec::new(),
+            warnings: Vec::new(),
+        }
+    }
+
+    /// The enforced limit that binds: the fewest units remaining; on a tie, the one resetting
+    /// last. Shadow limits never bind.
     pub fn binding(&self) -> Option<&LimitState> {
-        self.limits.iter().reduce(|best, l| {
+        self.limits.iter().filter(|l| l.mode == LimitMode::Enforce).reduce(|best, l| {
             if l.remaining < best.remaining || (l.remaining == best.remaining && l.reset_ms > best.reset_ms) {
                 l
             } else {
@@ -123,6 +187,14 @@ impl Decision {
         }
     }
 
+    /// Whether the route's concurrency slots refused the request.
+    pub fn refused_by_concurrency(&self) -> bool {
+        match (self.violated(), &self.snapshot().concurrency) {
+            (Some(id), Some(c)) => c.id == id,
+            _ => false,
+        }
+    }
+
     /// Stable name for logs and stats: `allowed`, `denied`, `impossible`.
     pub fn as_str(&self) -> &'static str {
         match self {
@@ -146,30 +218,29 @@ mod tests {
             remaining,
             reset_ms,
             next_ms: reset_ms,
+            unit: Unit::requests(),
+            mode: LimitMode::Enforce,
+            charged: 0,
         }
     }
 
     #[test]
     fn the_binding_limit_has_the_fewest_remaining_then_the_latest_reset() {
-        let snapshot = Snapshot {
-            now_ms: 0,
-            tier: None,
-            override_ignored: false,
-            limits: vec![state("a", 5, 10), state("b", 3, 10), state("c", 3, 20), state("d", 3, 20)],
-        };
+        let mut snapshot = Snapshot::empty(0);
+        snapshot.limits = vec![state("a", 5, 10), state("b", 3, 10), state("c", 3, 20), state("d", 3, 20)];
         assert_eq!(snapshot.binding().map(|l| l.id.as_str()), Some("c"));
+        let mut shadowed = snapshot.clone();
+        shadowed.limits[2].mode = LimitMode::Shadow;
+        shadowed.limits[3].mode = LimitMode::Shadow;
+        assert_eq!(shadowed.binding().map(|l| l.id.as_str()), Some("b"), "shadow limits never bind");
         let empty = Snapshot { limits: vec![], ..snapshot };
         assert_eq!(empty.binding(), None);
     }
 
     #[test]
     fn a_denial_binds_on_its_violated_limit() {
-        let snapshot = Snapshot {
-            now_ms: 0,
-            tier: None,
-            override_ignored: false,
-            limits: vec![state("few-left", 1, 10), state("bucket", 2, 10)],
-        };
+        let mut snapshot = Snapshot::empty(0);
+        snapshot.limits = vec![state("few-left", 1, 10), state("bucket", 2, 10)];
         let d = Decision::Denied { snapshot, violated: "bucket".into(), retry_after_ms: 5 };
         assert_eq!(d.binding().map(|l| l.id.as_str()), Some("bucket"));
         assert_eq!(d.retry_after_ms(), Some(5));

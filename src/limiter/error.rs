@@ -20,6 +20,9 @@ pub enum LimiterError {
         /// The repeated id.
         id: String,
     },
+    /// A concurrency lease id is not 1 to 64 ASCII letters, digits, `_` or `-`.
+    #[error("bad lease id")]
+    BadLeaseId,
     /// The script's reply did not have the documented shape.
     #[error("malformed limiter reply: {0}")]
     MalformedReply(&'static str),

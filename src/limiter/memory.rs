@@ -6,10 +6,12 @@ use std::collections::{HashMap, HashSet};
 
 use crate::policy::Limit;
 
-use super::check::Check;
-use super::decision::Decision;
-use super::model::{evaluate, merge_shared, State};
+use super::check::{Check, Settlement};
+use super::concurrency::Leases;
+use super::decision::{Decision, Warning};
+use super::model::{evaluate, merge_shared, Charge, Crossing, SlotRequest, State};
 use super::overrides::Override;
+use super::settle::settle;
 use super::LimiterError;
 
 /// Entries a [`MemoryLimiter`] keeps by default.
@@ -38,6 +40,10 @@ struct Entry {
 pub struct MemoryLimiter {
     entries: HashMap<EntryKey, Entry>,
     overrides: HashMap<String, Override>,
+    /// Lease sets by (subject, route).
+    leases: HashMap<(String, String), Leases>,
+    /// Warning marks by (subject, limit id, ppm): until when a crossing is not reported again.
+    warned: HashMap<(String, String, u32), u64>,
     capacity: usize,
 }
 
@@ -50,13 +56,21 @@ impl Default for MemoryLimiter {
 impl MemoryLimiter {
     /// An empty limiter holding at most `capacity` limit states.
     pub fn new(capacity: usize) -> Self {
-        Self { entries: HashMap::new(), overrides: HashMap::new(), capacity }
+        Self {
+            entries: HashMap::new(),
+            overrides: HashMap::new(),
+            leases: HashMap::new(),
+            warned: HashMap::new(),
+            capacity,
+        }
     }
 
     /// Drops every limit state and the override of one subject (an operator reset its limits).
     pub fn forget_subject(&mut self, subject_hash: &str) {
         self.entries.retain(|key, _| key.subject_hash != subject_hash);
         self.overrides.remove(subject_hash);
+        self.leases.retain(|(s, _), _| s != subject_hash);
+        self.warned.retain(|(s, _, _), _| s != subject_hash);
     }
 
     /// Sets (or with `None` removes) a subject's override, as `PUT`/`DELETE limits/{subject}` do
@@ -91,23 +105,35 @@ impl MemoryLimiter {
     pub fn check(&mut self, check: &Check<'_>, now_ms: u64) -> Result<Decision, LimiterError> {
         check.validate()?;
         let overridden = self.overrides.get(check.subject_hash).cloned();
-        let (tier_limits, tier, override_ignored) = match &overridden {
-            None => (check.tier_limits, None, false),
-            Some(o) if o.is_well_formed() && o.fits_routes(check.route_limits) => {
-                (o.limits.as_slice(), Some(o.tier.clone()), false)
+        let route: Vec<(&Limit, u32)> = check.route_charges().collect();
+        let route_limits: Vec<Limit> = route.iter().map(|(l, _)| (*l).clone()).collect();
+        let (tier, tier_name, override_ignored): (Vec<(&Limit, u32)>, _, _) = match &overridden {
+            None => (check.tier_charges().collect(), None, false),
+            Some(o) if o.is_well_formed() && o.fits_routes(&route_limits) => {
+                (o.limits.iter().map(|l| (l, check.cost.get())).collect(), Some(o.tier.clone()), false)
             }
-            Some(_) => (check.tier_limits, None, true),
+            Some(_) => (check.tier_charges().collect(), None, true),
         };
-        let limits = merge_shared(tier_limits.iter().chain(check.route_limits))?;
+        let all: Vec<(&Limit, u32)> = tier.into_iter().chain(route).collect();
+        let limits = merge_shared(all.iter().map(|(l, _)| *l))?;
+        let cost_of = |l: &Limit| all.iter().find(|(a, _)| std::ptr::eq(*a, l)).map_or(1, |(_, c)| *c);
         let keys: Vec<EntryKey> = limits
             .iter()
             .map(|l| EntryKey { subject_hash: check.subject_hash.to_owned(), limit_id: l.id.clone() })
             .collect();
         let states: Vec<Option<State>> =
             keys.iter().map(|k| self.entries.get(k).filter(|e| e.expires_at > now_ms).map(|e| e.state)).collect();
-        let inputs: Vec<(&Limit, Option<&State>)> =
-            limits.iter().copied().zip(states.iter().map(Option::as_ref)).collect();
-        let evaluation = evaluate(&inputs, now_ms, check.cost.get(), check.mode, tier, override_ignored);
+        let charges: Vec<Charge<'_>> = limits
+            .iter()
+            .zip(&states)
+            .map(|(limit, state)| Charge { limit, cost: cost_of(limit), state: state.as_ref() })
+            .collect();
+        let lease_key = check.concurrency.map(|s| (check.subject_hash.to_owned(), s.route.to_owned()));
+        let empty = Leases::new();
+        let held = lease_key.as_ref().and_then(|k| self.leases.get(k)).unwrap_or(&empty);
+        let slot = check.concurrency.map(|s| SlotRequest { rule: s.rule, leases: held });
+        let evaluation = evaluate(&charges, slot, now_ms, check.mode, tier_name, override_ignored);
+        let names: Vec<String> = limits.iter().map(|l| l.id.clone()).collect();
 
         if evaluation.writes.iter().any(Option::is_some) {
             self.make_room(&keys, now_ms);
@@ -117,7 +143,63 @@ impl MemoryLimiter {
                 }
             }
         }
-        Ok(evaluation.decision)
+        if let (Some(until), Some(key), Some(slot)) = (evaluation.lease_until, lease_key, check.concurrency) {
+            self.leases.entry(key).or_default().acquire(now_ms, slot.lease_id, until);
+        }
+        let mut decision = evaluation.decision;
+        let warnings = self.mark_warnings(check.subject_hash, &names, &evaluation.crossings, now_ms);
+        decision.snapshot_mut().warnings = warnings;
+        Ok(decision)
+    }
+
+    /// Settles a reservation exactly as `settle.lua` does; returns the warnings it crossed.
+    pub fn settle(&mut self, settlement: &Settlement<'_>, now_ms: u64) -> Vec<Warning> {
+        let mut crossings = Vec::new();
+        let names: Vec<String> = settlement.limits.iter().map(|l| l.id.clone()).collect();
+        for (i, limit) in settlement.limits.iter().enumerate() {
+            let key = EntryKey { subject_hash: settlement.subject_hash.to_owned(), limit_id: limit.id.clone() };
+            let state = self.entries.get(&key).filter(|e| e.expires_at > now_ms).map(|e| e.state);
+            let settled =
+                settle(state.as_ref(), now_ms, limit, settlement.reserved_at_ms, settlement.reserve, settlement.actual);
+            if let Some(state) = settled.write {
+                self.make_room(std::slice::from_ref(&key), now_ms);
+                self.entries.insert(key, Entry { state, expires_at: state.expires_at(limit) });
+            }
+            crossings.extend(settled.crossings.into_iter().map(|c| Crossing { index: i, ..c }));
+        }
+        self.mark_warnings(settlement.subject_hash, &names, &crossings, now_ms)
+    }
+
+    /// Ends a lease (`release.lua`); whether it was held.
+    pub fn release(&mut self, subject_hash: &str, route: &str, lease_id: &str) -> bool {
+        let key = (subject_hash.to_owned(), route.to_owned());
+        let Some(leases) = self.leases.get_mut(&key) else { return false };
+        let held = leases.release(lease_id);
+        if leases.is_empty() {
+            self.leases.remove(&key);
+        }
+        held
+    }
+
+    /// Live leases of a subject on a route.
+    pub fn leases_in_flight(&self, subject_hash: &str, route: &str, now_ms: u64) -> u32 {
+        self.leases.get(&(subject_hash.to_owned(), route.to_owned())).map_or(0, |l| l.live(now_ms))
+    }
+
+    /// Keeps the crossings not yet reported in their window, and marks them reported.
+    fn mark_warnings(&mut self, subject: &str, names: &[String], crossings: &[Crossing], now_ms: u64) -> Vec<Warning> {
+        let mut out = Vec::new();
+        for c in crossings {
+            let Some(id) = names.get(c.index) else { continue };
+            let mark = (subject.to_owned(), id.clone(), c.at.ppm());
+            if self.warned.get(&mark).is_some_and(|until| *until > now_ms) {
+                continue;
+            }
+            self.warned.retain(|_, until| *until > now_ms);
+            self.warned.insert(mark, c.until_ms);
+            out.push(Warning { limit_id: id.clone(), at: c.at, used: c.used });
+        }
+        out
     }
 
     /// Frees room for `incoming` (never evicting those keys themselves).
@@ -165,6 +247,8 @@ mod tests {
             route_limits: route,
             cost: NonZeroU32::new(cost).expect("non-zero cost"),
             mode,
+            usage: None,
+            concurrency: None,
         }
     }
 

@@ -7,6 +7,11 @@
 //! - [`evaluate`], the all-or-nothing rule over a limit set, mirrored by `scripts/check.lua`;
 //! - [`Check`] builds the script's one `EVALSHA` (one billed command per check, however many
 //!   limits) and [`parse_reply`] reads it back into a [`Decision`];
+//! - units other than requests are reserved in the check and settled after the answer
+//!   ([`Settlement`], `scripts/settle.lua`, model in [`settle`]); concurrency slots are leases
+//!   with a deadline in the same check, ended by [`Release`] (`scripts/release.lua`, model in
+//!   [`concurrency`]); shadow limits are counted but never refuse; quota warnings are published
+//!   from inside the scripts;
 //! - [`Override`]: per-subject tier and limits, changed without a redeploy;
 //! - [`rate_limit_headers`]: the `X-RateLimit-*`, IETF `RateLimit*` and `Retry-After` headers;
 //! - [`RemoteLimiter`]: the check on Redis in one round trip, with a command riding along;
@@ -15,6 +20,7 @@
 
 mod block_cache;
 mod check;
+pub mod concurrency;
 mod decision;
 mod error;
 pub mod fixed_window;
@@ -24,23 +30,30 @@ mod memory;
 mod model;
 mod overrides;
 mod remote;
+pub mod settle;
 pub mod sliding_window;
 pub mod token_bucket;
+mod usage;
 
 pub use block_cache::BlockCache;
 #[cfg(any(test, feature = "testing"))]
 pub use check::encode_reply;
-pub use check::{check_and_read_script, check_script, parse_reply, Check, Mode, ScriptCall};
-pub use decision::{Decision, LimitState, Snapshot};
+pub use check::{
+    check_and_read_script, check_script, parse_reply, parse_settle_reply, release_script, settle_script, Check, Mode,
+    Release, Reservation, ScriptCall, SettleReply, Settlement, Slot,
+};
+pub use concurrency::Leases;
+pub use decision::{ConcurrencyState, Decision, LimitState, Snapshot, Warning};
 pub use error::LimiterError;
-pub use headers::rate_limit_headers;
+pub use headers::{rate_limit_headers, SHADOW_DENIED_HEADER};
 pub use memory::MemoryLimiter;
 pub use model::{
-    check_bounds, decide, evaluate, merge_shared, Evaluation, Outcome, State, Verdict, MAX_LIMIT_TIMES_WINDOW,
-    MAX_WINDOW_MS,
+    check_bounds, decide, evaluate, merge_shared, Charge, Crossing, Evaluation, Outcome, SlotRequest, State, Verdict,
+    MAX_LIMIT_TIMES_WINDOW, MAX_WINDOW_MS,
 };
 pub use overrides::{Override, OverrideError, MAX_OVERRIDE_LIMITS, MAX_OVERRIDE_NAME};
 pub use remote::{Checked, RemoteError, RemoteLimiter};
+pub use usage::UsageMeter;
 
 /// Default sizes of the bounded in-isolate structures.
 pub mod capacity {

@@ -3,9 +3,10 @@
 //!
 //! The functions here are the specification of `scripts/check.lua`: same inputs, same integers.
 
-use crate::policy::{Algorithm, Limit};
+use crate::policy::{Algorithm, ConcurrencyRule, Limit, LimitMode, WarnAt};
 
-use super::decision::{Decision, LimitState, Snapshot};
+use super::concurrency::{slot_free_at, Leases, RETRY_HINT_MS};
+use super::decision::{ConcurrencyState, Decision, LimitState, Snapshot};
 use super::{fixed_window, gcra, sliding_window, token_bucket, LimiterError, Mode};
 
 /// Longest window the limiter accepts: 2^40 ms (about 34.8 years).
@@ -205,74 +206,202 @@ pub fn decide(state: Option<&State>, now_ms: u64, limit: &Limit, cost: u32) -> (
     }
 }
 
-/// The all-or-nothing result of a limit set: the decision, and the states to store (one per
-/// limit, in order; all `None` unless the check consumed).
+/// One limit of a check: what it is, what this request would charge it, and its stored state.
+#[derive(Debug, Clone, Copy)]
+pub struct Charge<'a> {
+    /// The limit.
+    pub limit: &'a Limit,
+    /// Units this request takes from it (the route's cost, or its usage reservation).
+    pub cost: u32,
+    /// Its state, if one is stored.
+    pub state: Option<&'a State>,
+}
+
+/// The concurrency slot a check asks for.
+#[derive(Debug, Clone, Copy)]
+pub struct SlotRequest<'a> {
+    /// The route's rule.
+    pub rule: &'a ConcurrencyRule,
+    /// The caller's leases on the route.
+    pub leases: &'a Leases,
+}
+
+/// A limit's usage crossing one of its warning fractions in a charge.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Crossing {
+    /// Index of the limit in the check.
+    pub index: usize,
+    /// The fraction crossed.
+    pub at: WarnAt,
+    /// Units used after the charge.
+    pub used: u64,
+    /// When this window ends: one warning per (subject, limit, fraction) until then.
+    pub until_ms: u64,
+}
+
+/// The all-or-nothing result of a limit set: the decision, the states to store (one per limit,
+/// in order; `None` where nothing is written), the lease to take and the warnings crossed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Evaluation {
     /// What the caller is told.
     pub decision: Decision,
     /// New state of each limit, to be written (with its expiry) only when present.
     pub writes: Vec<Option<State>>,
+    /// The deadline of the lease to add, when the check takes a concurrency slot.
+    pub lease_until: Option<u64>,
+    /// Warning fractions the charge crossed, before de-duplication per window.
+    pub crossings: Vec<Crossing>,
 }
 
-/// Checks every limit at once, exactly as `check.lua` does; `limits` are distinct (see
+/// Checks every limit at once, exactly as `check.lua` does; `charges` are distinct (see
 /// [`merge_shared`]).
 ///
-/// 1. Each limit decides `cost` on its own.
-/// 2. Any `Impossible` makes the whole check impossible (the first such limit is the violated
-///    one); otherwise any denial denies it, the violated limit being the one that frees up last
-///    (the first of those on a tie), with that limit's `retry_after_ms`: by then every limit fits.
-/// 3. Only an allowed check in [`Mode::Consume`] writes, and then it writes every limit. In every
-///    other case nothing is consumed, and each limit reports its untouched state (its verdict
-///    for a cost of 0).
+/// 1. Each limit decides its own cost; the concurrency slot fits when fewer than `limit` leases
+///    are live.
+/// 2. Only enforced limits refuse. Any enforced `Impossible` makes the check impossible (the
+///    first such limit is the violated one); otherwise any enforced denial (a full enforced
+///    concurrency slot included, checked after the limits) denies it, the violated one being the
+///    one that frees up last (the first on a tie), with its `retry_after_ms`.
+/// 3. Only an allowed check in [`Mode::Consume`] writes: every enforced limit, each shadow limit
+///    that allows by itself (as if enforced, the request having gone through), and a lease when
+///    the slot fits. A refused check writes nothing anywhere, shadow limits included. Limits not
+///    written report their untouched state (their verdict for a cost of 0).
+/// 4. Shadow limits (and a shadow slot) whose own verdict is not `Allowed` are listed in
+///    `shadow_denied`, whatever the outcome.
+/// 5. Every limit written with `warn_at` reports the fractions its usage crossed: `used` before
+///    the charge `< ⌈f × limit⌉ ≤` used after, `used = limit − remaining`.
 pub fn evaluate(
-    limits: &[(&Limit, Option<&State>)],
+    charges: &[Charge<'_>],
+    slot: Option<SlotRequest<'_>>,
     now_ms: u64,
-    cost: u32,
     mode: Mode,
     tier: Option<String>,
     override_ignored: bool,
 ) -> Evaluation {
     let verdicts: Vec<(Verdict, Option<State>)> =
-        limits.iter().map(|(limit, state)| decide(*state, now_ms, limit, cost)).collect();
+        charges.iter().map(|c| decide(c.state, now_ms, c.limit, c.cost)).collect();
+    let enforced = |i: usize| charges.get(i).is_some_and(|c| !c.limit.is_shadow());
 
-    let impossible = verdicts.iter().position(|(v, _)| v.outcome == Outcome::Impossible);
+    let impossible =
+        verdicts.iter().enumerate().position(|(i, (v, _))| enforced(i) && v.outcome == Outcome::Impossible);
     let mut denied: Option<(usize, u64)> = None;
     for (i, (v, _)) in verdicts.iter().enumerate() {
         if let Outcome::Denied { retry_after_ms } = v.outcome {
-            if denied.is_none_or(|(_, best)| retry_after_ms > best) {
+            if enforced(i) && denied.is_none_or(|(_, best)| retry_after_ms > best) {
                 denied = Some((i, retry_after_ms));
+            }
+        }
+    }
+    // The slot: index `charges.len()` in the denial bookkeeping.
+    let slot_view = slot.map(|s| {
+        let deadlines = s.leases.live_deadlines(now_ms);
+        let live = u32::try_from(deadlines.len()).unwrap_or(u32::MAX);
+        let fits = live < s.rule.limit.get();
+        (s, deadlines, live, fits)
+    });
+    if let Some((s, deadlines, _, false)) = &slot_view {
+        if s.rule.mode == LimitMode::Enforce {
+            let free_at = slot_free_at(deadlines, s.rule.limit.get(), now_ms);
+            let retry = free_at.saturating_sub(now_ms).clamp(1, RETRY_HINT_MS);
+            if denied.is_none_or(|(_, best)| retry > best) {
+                denied = Some((charges.len(), retry));
             }
         }
     }
     let commit = impossible.is_none() && denied.is_none() && mode == Mode::Consume;
 
-    let states: Vec<LimitState> = limits
+    let written: Vec<bool> = verdicts
         .iter()
-        .zip(&verdicts)
-        .map(|((limit, state), (verdict, _))| {
-            let shown = if commit { *verdict } else { decide(*state, now_ms, limit, 0).0 };
-            LimitState {
-                id: limit.id.clone(),
-                algorithm: limit.algorithm,
-                limit: limit.limit.get(),
-                window_ms: limit.window_ms.get(),
-                remaining: shown.remaining,
-                reset_ms: shown.reset_ms,
-                next_ms: shown.next_ms,
-            }
-        })
+        .enumerate()
+        .map(|(i, (v, _))| commit && (enforced(i) || v.outcome == Outcome::Allowed))
         .collect();
-    let writes = if commit { verdicts.into_iter().map(|(_, s)| s).collect() } else { vec![None; limits.len()] };
+    let mut states = Vec::with_capacity(charges.len());
+    let mut crossings = Vec::new();
+    let mut shadow_denied = Vec::new();
+    for (i, (c, (verdict, _))) in charges.iter().zip(&verdicts).enumerate() {
+        let before = decide(c.state, now_ms, c.limit, 0).0;
+        let shown = if written[i] { *verdict } else { before };
+        if c.limit.is_shadow() && verdict.outcome != Outcome::Allowed {
+            shadow_denied.push(c.limit.id.clone());
+        }
+        if written[i] {
+            let l = c.limit.limit.get();
+            let used_before = u64::from(l - before.remaining.min(l));
+            let used_after = u64::from(l - shown.remaining.min(l));
+            for at in &c.limit.warn_at {
+                let t = at.threshold(l);
+                if used_before < t && t <= used_after {
+                    let until_ms = warning_window_end(c.limit, now_ms, shown.reset_ms);
+                    crossings.push(Crossing { index: i, at: *at, used: used_after, until_ms });
+                }
+            }
+        }
+        states.push(LimitState {
+            id: c.limit.id.clone(),
+            algorithm: c.limit.algorithm,
+            limit: c.limit.limit.get(),
+            window_ms: c.limit.window_ms.get(),
+            remaining: shown.remaining,
+            reset_ms: shown.reset_ms,
+            next_ms: shown.next_ms,
+            unit: c.limit.unit.clone(),
+            mode: c.limit.mode,
+            charged: if written[i] { c.cost } else { 0 },
+        });
+    }
+    let mut lease_until = None;
+    let concurrency = slot_view.map(|(s, mut deadlines, live, fits)| {
+        let acquired = commit && fits;
+        if !fits && s.rule.mode == LimitMode::Shadow {
+            shadow_denied.push(s.rule.id.clone());
+        }
+        let mut in_flight = live;
+        if acquired {
+            let until = now_ms.saturating_add(s.rule.lease_ms.get());
+            lease_until = Some(until);
+            let at = deadlines.partition_point(|d| *d <= until);
+            deadlines.insert(at, until);
+            in_flight += 1;
+        }
+        ConcurrencyState {
+            id: s.rule.id.clone(),
+            limit: s.rule.limit.get(),
+            in_flight,
+            lease_ms: s.rule.lease_ms.get(),
+            mode: s.rule.mode,
+            acquired,
+            reset_ms: slot_free_at(&deadlines, s.rule.limit.get(), now_ms),
+        }
+    });
+    let writes = verdicts.into_iter().zip(&written).map(|((_, s), w)| if *w { s } else { None }).collect();
 
-    let snapshot = Snapshot { now_ms, tier, override_ignored, limits: states };
-    let id_of = |i: usize| limits.get(i).map(|(l, _)| l.id.clone()).unwrap_or_default();
-    let decision = match (impossible, denied) {
-        (Some(i), _) => Decision::Impossible { violated: id_of(i), snapshot },
-        (None, Some((i, retry_after_ms))) => Decision::Denied { violated: id_of(i), retry_after_ms, snapshot },
-        (None, None) => Decision::Allowed(snapshot),
+    let id_of = |i: usize| match (charges.get(i), &concurrency) {
+        (Some(c), _) => c.limit.id.clone(),
+        (None, Some(c)) => c.id.clone(),
+        (None, None) => String::new(),
     };
-    Evaluation { decision, writes }
+    let violated = impossible.map(|i| (i, None)).or(denied.map(|(i, r)| (i, Some(r))));
+    let violated = violated.map(|(i, r)| (id_of(i), r));
+    let snapshot =
+        Snapshot { now_ms, tier, override_ignored, limits: states, concurrency, shadow_denied, warnings: Vec::new() };
+    let decision = match violated {
+        Some((violated, None)) => Decision::Impossible { violated, snapshot },
+        Some((violated, Some(retry_after_ms))) => Decision::Denied { violated, retry_after_ms, snapshot },
+        None => Decision::Allowed(snapshot),
+    };
+    Evaluation { decision, writes, lease_until, crossings }
+}
+
+/// Until when one warning per fraction holds: the end of the aligned window for the window
+/// algorithms; for buckets and GCRA, when the limit is whole again after this charge.
+pub fn warning_window_end(limit: &Limit, now_ms: u64, reset_ms: u64) -> u64 {
+    match limit.algorithm {
+        Algorithm::FixedWindow | Algorithm::SlidingWindow => {
+            let w = limit.window_ms.get();
+            (now_ms - now_ms % w).saturating_add(w)
+        }
+        Algorithm::TokenBucket | Algorithm::Gcra => reset_ms.max(now_ms + 1),
+    }
 }
 
 /// `⌊a × b / c⌋` without overflow (saturating at `u64::MAX`); `c` must not be 0.
@@ -295,12 +424,12 @@ pub(crate) mod test_support {
 
     /// `limit` units per `window_ms` with `algorithm`, id `id`.
     pub fn limit(id: &str, algorithm: Algorithm, limit: u32, window_ms: u64) -> Limit {
-        Limit {
-            id: id.to_owned(),
+        Limit::requests(
+            id,
             algorithm,
-            limit: NonZeroU32::new(limit).expect("non-zero limit"),
-            window_ms: NonZeroU64::new(window_ms).expect("non-zero window"),
-        }
+            NonZeroU32::new(limit).expect("non-zero limit"),
+            NonZeroU64::new(window_ms).expect("non-zero window"),
+        )
     }
 }
 
@@ -311,6 +440,13 @@ mod tests {
 
     const HOUR: u64 = 3_600_000;
     const T0: u64 = 1_700_000_000_000 - 1_700_000_000_000 % HOUR;
+
+    /// Every limit charged `cost`, no slot.
+    fn eval(limits: &[(&Limit, Option<&State>)], now: u64, cost: u32, mode: Mode) -> Evaluation {
+        let charges: Vec<Charge<'_>> =
+            limits.iter().map(|(limit, state)| Charge { limit, cost, state: *state }).collect();
+        evaluate(&charges, None, now, mode, None, false)
+    }
 
     #[test]
     fn state_text_round_trips_for_every_algorithm() {
@@ -347,12 +483,12 @@ mod tests {
         let mut states: Vec<Option<State>> = vec![None, None];
         for _ in 0..2 {
             let inputs: Vec<_> = [&hourly, &chat].into_iter().zip(states.iter().map(Option::as_ref)).collect();
-            let ev = evaluate(&inputs, T0, 1, Mode::Consume, None, false);
+            let ev = eval(&inputs, T0, 1, Mode::Consume);
             assert!(ev.decision.is_allowed());
             states = ev.writes;
         }
         let inputs: Vec<_> = [&hourly, &chat].into_iter().zip(states.iter().map(Option::as_ref)).collect();
-        let ev = evaluate(&inputs, T0 + 1, 1, Mode::Consume, None, false);
+        let ev = eval(&inputs, T0 + 1, 1, Mode::Consume);
         match &ev.decision {
             Decision::Denied { violated, snapshot, .. } => {
                 assert_eq!(violated, "route-chat");
@@ -367,7 +503,7 @@ mod tests {
     fn impossible_wins_over_denied_and_names_the_limit() {
         let small = limit("small", Algorithm::TokenBucket, 2, 1_000);
         let big = limit("big", Algorithm::FixedWindow, 10, 1_000);
-        let ev = evaluate(&[(&big, None), (&small, None)], T0, 3, Mode::Consume, None, false);
+        let ev = eval(&[(&big, None), (&small, None)], T0, 3, Mode::Consume);
         assert_eq!(ev.decision.as_str(), "impossible");
         assert!(matches!(&ev.decision, Decision::Impossible { violated, .. } if violated == "small"));
     }
@@ -376,16 +512,9 @@ mod tests {
     fn the_violated_limit_is_the_one_that_frees_up_last() {
         let minute = limit("minute", Algorithm::FixedWindow, 1, 60_000);
         let hour = limit("hour", Algorithm::FixedWindow, 1, HOUR);
-        let first = evaluate(&[(&minute, None), (&hour, None)], T0, 1, Mode::Consume, None, false);
+        let first = eval(&[(&minute, None), (&hour, None)], T0, 1, Mode::Consume);
         let states = first.writes;
-        let ev = evaluate(
-            &[(&minute, states[0].as_ref()), (&hour, states[1].as_ref())],
-            T0 + 10,
-            1,
-            Mode::Consume,
-            None,
-            false,
-        );
+        let ev = eval(&[(&minute, states[0].as_ref()), (&hour, states[1].as_ref())], T0 + 10, 1, Mode::Consume);
         match ev.decision {
             Decision::Denied { violated, retry_after_ms, .. } => {
                 assert_eq!(violated, "hour");
@@ -398,7 +527,7 @@ mod tests {
     #[test]
     fn peek_decides_without_writing_and_shows_the_untouched_state() {
         let l = limit("l", Algorithm::Gcra, 10, 10_000);
-        let ev = evaluate(&[(&l, None)], T0, 3, Mode::Peek, None, false);
+        let ev = eval(&[(&l, None)], T0, 3, Mode::Peek);
         assert!(ev.decision.is_allowed());
         assert_eq!(ev.decision.snapshot().limits[0].remaining, 10);
         assert!(ev.writes.iter().all(Option::is_none));

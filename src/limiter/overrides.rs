@@ -192,7 +192,7 @@ fn parse_limit(item: &Value, i: usize) -> Result<Limit, OverrideError> {
         .ok_or_else(|| field_error(format!("limits[{i}].limit"), "must be a whole number in range"))?;
     let window_ms = NonZeroU64::new(window)
         .ok_or_else(|| field_error(format!("limits[{i}].window_ms"), "must be a whole number in range"))?;
-    Ok(Limit { id, algorithm, limit, window_ms })
+    Ok(Limit::requests(id, algorithm, limit, window_ms))
 }
 
 #[cfg(test)]

@@ -177,6 +177,8 @@ pub fn routes() -> Vec<Route> {
                 warm: vec!["app".to_owned()],
                 invalidate_on: write_methods(),
             }),
+            usage: None,
+            concurrency: None,
         },
         Route {
             name: "rag".to_owned(),
@@ -194,6 +196,8 @@ pub fn routes() -> Vec<Route> {
                 warm: Vec::new(),
                 invalidate_on: write_methods(),
             }),
+            usage: None,
+            concurrency: None,
         },
     ]
 }
@@ -208,12 +212,7 @@ pub fn write_methods() -> Vec<String> {
 fn tier(name: &str, limit: NonZeroU32, window_ms: NonZeroU64) -> Tier {
     Tier {
         name: name.to_owned(),
-        limits: vec![Limit {
-            id: Limit::derived_id("tier", name, window_ms.get()),
-            algorithm: ALGORITHM,
-            limit,
-            window_ms,
-        }],
+        limits: vec![Limit::requests(Limit::derived_id("tier", name, window_ms.get()), ALGORITHM, limit, window_ms)],
     }
 }
 
@@ -223,16 +222,13 @@ fn limited(name: &str, path: &str, limit: NonZeroU32, window_ms: NonZeroU64) -> 
         name: name.to_owned(),
         pattern: pattern(path),
         methods: Vec::new(),
-        limits: vec![Limit {
-            id: Limit::derived_id("route", name, window_ms.get()),
-            algorithm: ALGORITHM,
-            limit,
-            window_ms,
-        }],
+        limits: vec![Limit::requests(Limit::derived_id("route", name, window_ms.get()), ALGORITHM, limit, window_ms)],
         cost: ONE,
         on_redis_failure: FailurePolicy::Local,
         upstream_path: None,
         cache: None,
+        usage: None,
+        concurrency: None,
     }
 }
 

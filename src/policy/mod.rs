@@ -137,6 +137,138 @@ pub struct Limit {
     pub limit: NonZeroU32,
     /// The window, in milliseconds.
     pub window_ms: NonZeroU64,
+    /// What the limit counts (`requests` unless the policy names another unit, like `tokens`).
+    pub unit: Unit,
+    /// Enforced, or only evaluated and reported (shadow).
+    pub mode: LimitMode,
+    /// Fractions of the limit at which a quota warning is published, ascending, distinct.
+    pub warn_at: Vec<WarnAt>,
+}
+
+impl Limit {
+    /// An enforced limit of requests without warnings: the common case.
+    pub fn requests(id: impl Into<String>, algorithm: Algorithm, limit: NonZeroU32, window_ms: NonZeroU64) -> Self {
+        Limit {
+            id: id.into(),
+            algorithm,
+            limit,
+            window_ms,
+            unit: Unit::requests(),
+            mode: LimitMode::Enforce,
+            warn_at: Vec::new(),
+        }
+    }
+
+    /// Whether the limit only reports what it would do.
+    pub fn is_shadow(&self) -> bool {
+        self.mode == LimitMode::Shadow
+    }
+}
+
+/// The unit a limit counts: `requests`, or a name the origin reports usage in (`tokens`).
+///
+/// Names are lower case (`[a-z][a-z0-9_-]*`, at most 32), so they are safe in headers, stats and
+/// the quota-warning messages.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Unit(String);
+
+impl Unit {
+    /// The name of the default unit.
+    pub const REQUESTS: &'static str = "requests";
+
+    /// The default unit: one per request (times the route's `cost`).
+    pub fn requests() -> Self {
+        Unit(Self::REQUESTS.to_owned())
+    }
+
+    /// A unit of this name, if it is a valid unit name.
+    pub fn parse(name: &str) -> Option<Self> {
+        let mut chars = name.chars();
+        let ok = name.len() <= 32
+            && matches!(chars.next(), Some(c) if c.is_ascii_lowercase())
+            && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'));
+        ok.then(|| Unit(name.to_owned()))
+    }
+
+    /// Whether this is the default unit.
+    pub fn is_requests(&self) -> bool {
+        self.0 == Self::REQUESTS
+    }
+
+    /// The unit's name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// Whether a limit refuses requests or only says it would have.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum LimitMode {
+    /// Refuses requests over the limit (the default).
+    #[default]
+    Enforce,
+    /// Evaluated and counted in its own keys exactly as if enforced, never refuses; responses and
+    /// stats report when it would have.
+    Shadow,
+}
+
+impl LimitMode {
+    /// Stable name used in the policy, headers, stats and quota warnings.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LimitMode::Enforce => "enforce",
+            LimitMode::Shadow => "shadow",
+        }
+    }
+
+    /// Parses the policy name of a mode.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "enforce" => Some(LimitMode::Enforce),
+            "shadow" => Some(LimitMode::Shadow),
+            _ => None,
+        }
+    }
+}
+
+/// A fraction of a limit, in (0, 1], held as parts per million so limits stay `Eq` and `Hash`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct WarnAt(u32);
+
+impl WarnAt {
+    /// Parts per million of a whole limit.
+    pub const WHOLE: u32 = 1_000_000;
+
+    /// The fraction rounded to parts per million; `None` outside (0, 1] or when it rounds to 0.
+    pub fn from_fraction(f: f64) -> Option<Self> {
+        if !(f > 0.0 && f <= 1.0) {
+            return None;
+        }
+        let ppm = (f * f64::from(Self::WHOLE)).round();
+        // In range by the check above: 0 < ppm <= 1e6.
+        let ppm = ppm as u32;
+        (ppm >= 1).then_some(WarnAt(ppm))
+    }
+
+    /// From parts per million, 1 to 1 000 000.
+    pub fn from_ppm(ppm: u32) -> Option<Self> {
+        (1..=Self::WHOLE).contains(&ppm).then_some(WarnAt(ppm))
+    }
+
+    /// Parts per million (800 000 for 0.8).
+    pub fn ppm(self) -> u32 {
+        self.0
+    }
+
+    /// The fraction (0.8).
+    pub fn fraction(self) -> f64 {
+        f64::from(self.0) / f64::from(Self::WHOLE)
+    }
+
+    /// Units of `limit` at which the warning fires: `⌈fraction × limit⌉`, at least 1.
+    pub fn threshold(self, limit: u32) -> u64 {
+        (u64::from(limit) * u64::from(self.0)).div_ceil(u64::from(Self::WHOLE)).max(1)
+    }
 }
 
 impl Limit {
@@ -188,6 +320,45 @@ pub struct Route {
     pub upstream_path: Option<String>,
     /// Cache-aside rule, when the route is cacheable.
     pub cache: Option<CacheRule>,
+    /// Where the origin reports what a request used, and how much to reserve before forwarding.
+    pub usage: Option<UsageRule>,
+    /// At most this many requests of one caller in flight on the route.
+    pub concurrency: Option<ConcurrencyRule>,
+}
+
+/// Reserve-then-settle for limits of one unit: `reserve` units are charged in the check, the
+/// difference to what the origin reports is settled after the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRule {
+    /// The unit the origin reports; limits of this unit are charged on the route.
+    pub unit: Unit,
+    /// Where the report is.
+    pub source: UsageSource,
+    /// Units held before forwarding; an answer without a report settles at this.
+    pub reserve: NonZeroU32,
+}
+
+/// Where an origin reports usage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UsageSource {
+    /// A response header holding a whole number (`X-Usage-Tokens`), name in lower case.
+    Header(String),
+    /// An RFC 6901 JSON pointer (`/usage/total_tokens`) into a JSON answer, or into the last
+    /// `data:` event carrying it of a `text/event-stream` answer.
+    Json(String),
+}
+
+/// Concurrency slots of one caller on one route: leases with a deadline held in Redis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConcurrencyRule {
+    /// Name in headers and problem bodies (`route-chat-concurrency`).
+    pub id: String,
+    /// Requests in flight at most.
+    pub limit: NonZeroU32,
+    /// How long a slot is held at most, ms; a lease its holder never released frees then.
+    pub lease_ms: NonZeroU64,
+    /// Enforced, or shadow (counted, never refuses).
+    pub mode: LimitMode,
 }
 
 impl Route {

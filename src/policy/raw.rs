@@ -78,6 +78,17 @@
 //!   `HEAD` only) or `json_body` (routes whose methods carry a body, e.g. `POST`); `scope` is
 //!   `global` (one entry for everyone; the default) or `caller`; `warm` lists parameter values
 //!   (joined by `/` when the pattern has several) that warming fills.
+//! - **Units, shadow mode, warnings** on a limit: `unit` (`requests` by default; any lower-case
+//!   name, like `tokens`, for usage the origin reports), `mode` (`enforce` by default, or
+//!   `shadow`: counted, never refuses), `warn_at` (fractions in (0, 1] at which a quota warning is
+//!   published on `system:quota_warning`). Limits of a unit other than `requests` use a window
+//!   algorithm (`sliding_window` or `fixed_window`), the ones whose usage can be settled exactly.
+//! - **Usage** on a route: `{"unit": "tokens", "from": "header", "name": "X-Usage-Tokens",
+//!   "reserve": 300}` or `{"unit": "tokens", "from": "json", "pointer": "/usage/total_tokens",
+//!   "reserve": 300}`; the route charges limits of that unit `reserve` in the check and settles
+//!   the difference after the answer. **Concurrency**: `{"limit": 2, "lease": "2m"}`, slots per
+//!   caller held at most `lease`. A route's `mode: "shadow"` applies to all its limits and its
+//!   concurrency.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -155,6 +166,15 @@ pub struct RawLimit {
     /// `sliding_window` (default), `fixed_window`, `token_bucket` or `gcra`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub algorithm: Option<String>,
+    /// What the limit counts: `requests` (default) or a unit the origin reports (`tokens`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unit: Option<String>,
+    /// `enforce` (default) or `shadow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+    /// Fractions in (0, 1] at which a quota warning is published (`[0.8, 1.0]`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub warn_at: Option<Vec<f64>>,
 }
 
 /// A route rule.
@@ -183,6 +203,44 @@ pub struct RawRoute {
     /// Cache-aside rule; left out = not cached.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cache: Option<RawCacheRule>,
+    /// Reserve-then-settle of a unit the origin reports; left out = the route reports no usage.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<RawUsage>,
+    /// Concurrency slots per caller; left out = unlimited in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub concurrency: Option<RawConcurrency>,
+    /// `shadow` applies to all the route's limits and its concurrency; `enforce` (default) leaves
+    /// each limit's own mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<String>,
+}
+
+/// Where the origin reports usage, and how much to hold before forwarding.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a usage object with \"unit\", \"from\" and \"reserve\"")]
+pub struct RawUsage {
+    /// The unit reported (`tokens`); limits of this unit are charged on the route.
+    pub unit: String,
+    /// `header` or `json`.
+    pub from: String,
+    /// The response header (with `from: header`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// The JSON pointer (with `from: json`), e.g. `/usage/total_tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pointer: Option<String>,
+    /// Units reserved by the check, settled against the report after the answer.
+    pub reserve: u64,
+}
+
+/// Concurrency slots of one caller on a route.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, expecting = "a concurrency object with \"limit\" and \"lease\"")]
+pub struct RawConcurrency {
+    /// Requests in flight at most.
+    pub limit: u64,
+    /// How long a slot is held at most (a duration, like `"2m"`).
+    pub lease: RawDuration,
 }
 
 /// How a route is cached.

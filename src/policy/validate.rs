@@ -8,12 +8,13 @@ use serde_path_to_error::Segment;
 
 use super::pattern::PathPattern;
 use super::raw::{
-    format_duration_ms, RawCache, RawCacheClass, RawCacheRule, RawCors, RawDuration, RawIdentity, RawLimit, RawPolicy,
-    RawProxy, RawRedis, RawRoute, RawTier,
+    format_duration_ms, RawCache, RawCacheClass, RawCacheRule, RawConcurrency, RawCors, RawDuration, RawIdentity,
+    RawLimit, RawPolicy, RawProxy, RawRedis, RawRoute, RawTier, RawUsage,
 };
 use super::{
-    defaults, Algorithm, CacheClass, CacheKeySource, CacheRule, CacheScope, CacheSettings, CorsSettings, FailurePolicy,
-    IdentitySettings, Limit, Policy, PolicyError, ProxySettings, RedisSettings, Route, Tier,
+    defaults, Algorithm, CacheClass, CacheKeySource, CacheRule, CacheScope, CacheSettings, ConcurrencyRule,
+    CorsSettings, FailurePolicy, IdentitySettings, Limit, LimitMode, Policy, PolicyError, ProxySettings, RedisSettings,
+    Route, Tier, Unit, UsageRule, UsageSource, WarnAt,
 };
 
 const SECOND_MS: u64 = 1_000;
@@ -139,6 +140,7 @@ fn validate(raw: RawPolicy) -> Result<Policy, PolicyError> {
         None => d.routes,
     };
     shared_limit_ids_agree(&tiers, &routes)?;
+    reservations_fit_tier_limits(&tiers, &routes)?;
     Ok(Policy {
         namespace,
         tiers,
@@ -240,9 +242,28 @@ fn limits(raw: &[RawLimit], path: &str, kind: &str, owner: &str) -> Result<Vec<L
     Ok(out)
 }
 
-/// Limits of an admin override (`limits[i]`), validated exactly like a tier's.
+/// Limits of an admin override (`limits[i]`), validated like a tier's; an override holds enforced
+/// request limits only (its stored form has no unit, mode or warnings).
 pub(super) fn override_limits(raw: &[RawLimit]) -> Result<Vec<Limit>, PolicyError> {
-    limits(raw, "limits", "override", "custom")
+    let out = limits(raw, "limits", "override", "custom")?;
+    for (i, (r, l)) in raw.iter().zip(&out).enumerate() {
+        let field = if !l.unit.is_requests() {
+            Some("unit")
+        } else if l.is_shadow() {
+            Some("mode")
+        } else if r.warn_at.is_some() {
+            Some("warn_at")
+        } else {
+            None
+        };
+        if let Some(field) = field {
+            return err(
+                format!("limits[{i}].{field}"),
+                "an override holds enforced request limits only; set units, shadow mode and warnings in the policy",
+            );
+        }
+    }
+    Ok(out)
 }
 
 fn limit(raw: &RawLimit, path: &str, kind: &str, owner: &str) -> Result<Limit, PolicyError> {
@@ -270,7 +291,68 @@ fn limit(raw: &RawLimit, path: &str, kind: &str, owner: &str) -> Result<Limit, P
         Some(id) => limit_id(id, &format!("{path}.id"))?,
         None => Limit::derived_id(kind, owner, window_ms.get()),
     };
-    Ok(Limit { id, algorithm, limit, window_ms })
+    let unit = match &raw.unit {
+        None => Unit::requests(),
+        Some(name) => unit(name, &format!("{path}.unit"))?,
+    };
+    if !unit.is_requests() && !matches!(algorithm, Algorithm::FixedWindow | Algorithm::SlidingWindow) {
+        return err(
+            format!("{path}.algorithm"),
+            format!(
+                "a limit of {:?} is settled after the answer, which only the window algorithms do exactly: use \"sliding_window\" or \"fixed_window\", not {:?}",
+                unit.as_str(),
+                algorithm.as_str()
+            ),
+        );
+    }
+    let mode = match &raw.mode {
+        None => LimitMode::Enforce,
+        Some(name) => mode(name, &format!("{path}.mode"))?,
+    };
+    let warn_at = match &raw.warn_at {
+        None => Vec::new(),
+        Some(fractions) => warn_at(fractions, &format!("{path}.warn_at"))?,
+    };
+    Ok(Limit { id, algorithm, limit, window_ms, unit, mode, warn_at })
+}
+
+/// A unit name; `concurrent-requests` is what a route's `concurrency` counts, not a limit unit.
+fn unit(name: &str, path: &str) -> Result<Unit, PolicyError> {
+    if name == "concurrent-requests" {
+        return err(path, "\"concurrent-requests\" are counted by a route's \"concurrency\" slots, not by a limit");
+    }
+    Unit::parse(name).ok_or_else(|| {
+        PolicyError::new(
+            path,
+            format!("{name:?} must be lower-case ASCII letters, digits, \"_\" or \"-\", starting with a letter, at most 32 long (like \"tokens\")"),
+        )
+    })
+}
+
+fn mode(name: &str, path: &str) -> Result<LimitMode, PolicyError> {
+    LimitMode::parse(name)
+        .ok_or_else(|| PolicyError::new(path, format!("unknown mode {name:?} (expected \"enforce\" or \"shadow\")")))
+}
+
+/// At most this many warning fractions per limit.
+const MAX_WARN_AT: usize = 8;
+
+fn warn_at(fractions: &[f64], path: &str) -> Result<Vec<WarnAt>, PolicyError> {
+    if fractions.is_empty() || fractions.len() > MAX_WARN_AT {
+        return err(path, format!("must list 1 to {MAX_WARN_AT} fractions (like [0.8, 1.0]); leave it out for none"));
+    }
+    let mut out: Vec<WarnAt> = Vec::with_capacity(fractions.len());
+    for (j, f) in fractions.iter().enumerate() {
+        let w = WarnAt::from_fraction(*f).ok_or_else(|| {
+            PolicyError::new(format!("{path}[{j}]"), format!("{f} must be a fraction greater than 0 and at most 1"))
+        })?;
+        if out.contains(&w) {
+            return err(format!("{path}[{j}]"), format!("{f} is listed twice"));
+        }
+        out.push(w);
+    }
+    out.sort_unstable();
+    Ok(out)
 }
 
 /// `[a-z][a-z0-9_.-]*`, at most 64: safe in a Redis key and as a structured-field key.
@@ -299,17 +381,47 @@ fn shared_limit_ids_agree(tiers: &[Tier], routes: &[Route]) -> Result<(), Policy
         for (i, l) in limits.iter().enumerate() {
             let at = format!("{path}[{i}]");
             match seen.iter().find(|(_, o)| o.id == l.id) {
-                Some((other, o)) if o.window_ms != l.window_ms || o.algorithm != l.algorithm => {
+                Some((other, o))
+                    if o.window_ms != l.window_ms
+                        || o.algorithm != l.algorithm
+                        || o.unit != l.unit
+                        || o.mode != l.mode =>
+                {
                     return err(
                         format!("{at}.id"),
                         format!(
-                            "limit id {:?} is also used at {other} with another window or algorithm; limits sharing an id share their state in Redis, so they must agree",
+                            "limit id {:?} is also used at {other} with another window, algorithm, unit or mode; limits sharing an id share their state in Redis, so they must agree",
                             l.id
                         ),
                     );
                 }
                 Some(_) => {}
                 None => seen.push((at, l)),
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A reservation larger than a tier's limit of its unit could never pass on the route.
+fn reservations_fit_tier_limits(tiers: &[Tier], routes: &[Route]) -> Result<(), PolicyError> {
+    for (i, route) in routes.iter().enumerate() {
+        let Some(usage) = &route.usage else { continue };
+        for tier in tiers {
+            if let Some((j, l)) =
+                tier.limits.iter().enumerate().find(|(_, l)| l.unit == usage.unit && usage.reserve > l.limit)
+            {
+                return err(
+                    format!("routes[{i}].usage.reserve"),
+                    format!(
+                        "a reservation of {} exceeds tiers.{}.limits[{j}] ({} {} per {}), so no request of that tier could ever pass",
+                        usage.reserve,
+                        tier.name,
+                        l.limit,
+                        l.unit.as_str(),
+                        format_duration_ms(l.window_ms.get())
+                    ),
+                );
             }
         }
     }
@@ -342,9 +454,40 @@ fn route(raw: RawRoute, path: &str, classes: &[CacheClass]) -> Result<Route, Pol
     let pattern = PathPattern::parse(&raw.path)
         .map_err(|e| PolicyError::new(format!("{path}.path"), format!("{:?}: {e}", raw.path)))?;
     let methods = methods(raw.methods, path)?;
-    let limits = limits(raw.limits.as_deref().unwrap_or(&[]), &format!("{path}.limits"), "route", &raw.name)?;
+    let mut limits = limits(raw.limits.as_deref().unwrap_or(&[]), &format!("{path}.limits"), "route", &raw.name)?;
+    let route_mode = match &raw.mode {
+        None => LimitMode::Enforce,
+        Some(name) => mode(name, &format!("{path}.mode"))?,
+    };
+    if route_mode == LimitMode::Shadow {
+        for l in &mut limits {
+            l.mode = LimitMode::Shadow;
+        }
+    }
+    let usage = match &raw.usage {
+        Some(u) => Some(usage(u, &format!("{path}.usage"))?),
+        None => None,
+    };
+    if let Some(u) = &usage {
+        if let Some((j, l)) = limits.iter().enumerate().find(|(_, l)| l.unit == u.unit && u.reserve > l.limit) {
+            return err(
+                format!("{path}.usage.reserve"),
+                format!(
+                    "a reservation of {} exceeds limits[{j}] ({} {} per {}), so no request could ever pass",
+                    u.reserve,
+                    l.limit,
+                    l.unit.as_str(),
+                    format_duration_ms(l.window_ms.get())
+                ),
+            );
+        }
+    }
+    let concurrency = match &raw.concurrency {
+        Some(c) => Some(concurrency(c, &format!("{path}.concurrency"), &raw.name, route_mode)?),
+        None => None,
+    };
     let cost = nonzero_u32(raw.cost.unwrap_or(1), &format!("{path}.cost"))?;
-    if let Some((j, l)) = limits.iter().enumerate().find(|(_, l)| cost > l.limit) {
+    if let Some((j, l)) = limits.iter().enumerate().find(|(_, l)| l.unit.is_requests() && cost > l.limit) {
         return err(
             format!("{path}.cost"),
             format!(
@@ -375,7 +518,81 @@ fn route(raw: RawRoute, path: &str, classes: &[CacheClass]) -> Result<Route, Pol
         Some(rule) => Some(cache_rule(rule, path, &pattern, &methods, classes)?),
         None => None,
     };
-    Ok(Route { name: raw.name, pattern, methods, limits, cost, on_redis_failure, upstream_path: raw.upstream, cache })
+    Ok(Route {
+        name: raw.name,
+        pattern,
+        methods,
+        limits,
+        cost,
+        on_redis_failure,
+        upstream_path: raw.upstream,
+        cache,
+        usage,
+        concurrency,
+    })
+}
+
+/// Largest reservation: what one request may hold before its answer.
+const MAX_RESERVE: u64 = 1 << 24;
+
+fn usage(raw: &RawUsage, path: &str) -> Result<UsageRule, PolicyError> {
+    let unit = unit(&raw.unit, &format!("{path}.unit"))?;
+    if unit.is_requests() {
+        return err(
+            format!("{path}.unit"),
+            "requests are counted by the check itself; usage names the unit the origin reports (like \"tokens\")",
+        );
+    }
+    let source = match (raw.from.as_str(), &raw.name, &raw.pointer) {
+        ("header", Some(name), None) => {
+            let ok = (1..=64).contains(&name.len())
+                && name.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_'));
+            if !ok {
+                return err(format!("{path}.name"), format!("{name:?} is not a header name (letters, digits, \"-\")"));
+            }
+            UsageSource::Header(name.to_ascii_lowercase())
+        }
+        ("json", None, Some(pointer)) => {
+            if !pointer.starts_with('/') || pointer.len() > 256 {
+                return err(
+                    format!("{path}.pointer"),
+                    format!("{pointer:?} must be a JSON pointer (RFC 6901) starting with \"/\", like \"/usage/total_tokens\""),
+                );
+            }
+            UsageSource::Json(pointer.clone())
+        }
+        ("header", _, _) => {
+            return err(path, "\"from\": \"header\" needs \"name\" (the response header), and no \"pointer\"")
+        }
+        ("json", _, _) => return err(path, "\"from\": \"json\" needs \"pointer\" (a JSON pointer), and no \"name\""),
+        (other, _, _) => {
+            return err(
+                format!("{path}.from"),
+                format!("unknown usage source {other:?} (expected \"header\" or \"json\")"),
+            )
+        }
+    };
+    let reserve_path = format!("{path}.reserve");
+    if raw.reserve > MAX_RESERVE {
+        return err(reserve_path, format!("must be at most {MAX_RESERVE}"));
+    }
+    let reserve = nonzero_u32(raw.reserve, &reserve_path)?;
+    Ok(UsageRule { unit, source, reserve })
+}
+
+/// Most slots of one caller on one route.
+const MAX_CONCURRENCY: u64 = 10_000;
+
+fn concurrency(raw: &RawConcurrency, path: &str, route: &str, mode: LimitMode) -> Result<ConcurrencyRule, PolicyError> {
+    let limit_path = format!("{path}.limit");
+    if raw.limit > MAX_CONCURRENCY {
+        return err(limit_path, format!("must be at most {MAX_CONCURRENCY}"));
+    }
+    let limit = nonzero_u32(raw.limit, &limit_path)?;
+    let lease = duration(raw.lease, &format!("{path}.lease"), SECOND_MS, DAY_MS)?;
+    let lease_ms =
+        NonZeroU64::new(lease).ok_or_else(|| PolicyError::new(format!("{path}.lease"), "must be greater than 0"))?;
+    Ok(ConcurrencyRule { id: format!("route-{route}-concurrency"), limit, lease_ms, mode })
 }
 
 fn methods(raw: Option<Vec<String>>, path: &str) -> Result<Vec<String>, PolicyError> {
@@ -1179,6 +1396,124 @@ mod tests {
         for (json, path, needle) in table {
             rejects(json, path, needle);
         }
+    }
+
+    /// The worked example of the README: a token quota per tier, two streams per caller, a new
+    /// limit in shadow.
+    const AI_POLICY: &str = r#"{
+      "tiers": {
+        "ANON":  { "limits": [ { "limit": 30, "window": "1h" } ] },
+        "BASIC": { "limits": [ { "limit": 100, "window": "1h" },
+                               { "id": "tokens-basic", "unit": "tokens", "limit": 20000, "window": "1d",
+                                 "warn_at": [1.0, 0.8] } ] },
+        "PRO":   { "limits": [ { "limit": 1000, "window": "1h" },
+                               { "id": "tokens-pro", "unit": "tokens", "limit": 500000, "window": "1d",
+                                 "algorithm": "fixed_window" } ] }
+      },
+      "routes": [
+        { "name": "chat", "path": "/v1/chat/completions", "methods": ["POST"],
+          "limits": [ { "limit": 20, "window": "1m" },
+                      { "id": "chat-burst", "limit": 5, "window": "10s", "mode": "shadow" } ],
+          "usage": { "unit": "tokens", "from": "json", "pointer": "/usage/total_tokens", "reserve": 1000 },
+          "concurrency": { "limit": 2, "lease": "2m" } },
+        { "name": "embed", "path": "/v1/embeddings", "mode": "shadow",
+          "limits": [ { "limit": 10, "window": "1m" } ],
+          "usage": { "unit": "tokens", "from": "header", "name": "X-Usage-Tokens", "reserve": 50 },
+          "concurrency": { "limit": 4, "lease": "30s" } }
+      ]
+    }"#;
+
+    #[test]
+    fn units_modes_warnings_usage_and_concurrency_parse() {
+        let p = parse(AI_POLICY).expect("valid");
+        let basic = &p.tier("BASIC").expect("BASIC").limits[1];
+        assert_eq!((basic.unit.as_str(), basic.mode), ("tokens", LimitMode::Enforce));
+        let ppm: Vec<u32> = basic.warn_at.iter().map(|w| w.ppm()).collect();
+        assert_eq!(ppm, [800_000, 1_000_000], "fractions are sorted");
+        assert!(p.tier("BASIC").expect("BASIC").limits[0].unit.is_requests(), "requests by default");
+        let chat = &p.routes[0];
+        assert_eq!(chat.limits[1].mode, LimitMode::Shadow);
+        assert_eq!(chat.limits[0].mode, LimitMode::Enforce);
+        let usage = chat.usage.as_ref().expect("usage");
+        assert_eq!((usage.unit.as_str(), usage.reserve.get()), ("tokens", 1_000));
+        assert_eq!(usage.source, UsageSource::Json("/usage/total_tokens".into()));
+        let slots = chat.concurrency.as_ref().expect("concurrency");
+        assert_eq!(
+            (slots.id.as_str(), slots.limit.get(), slots.lease_ms.get()),
+            ("route-chat-concurrency", 2, 120_000)
+        );
+        assert_eq!(slots.mode, LimitMode::Enforce);
+        let embed = &p.routes[1];
+        assert_eq!(embed.usage.as_ref().map(|u| u.source.clone()), Some(UsageSource::Header("x-usage-tokens".into())));
+        assert!(embed.limits.iter().all(Limit::is_shadow), "a shadow route shadows all its limits");
+        assert_eq!(embed.concurrency.as_ref().map(|c| c.mode), Some(LimitMode::Shadow));
+    }
+
+    #[test]
+    fn ai_field_rejections_name_their_field() {
+        let route = |extra: &str| format!(r#"{{"routes":[{{"name":"a","path":"/a",{extra}}}]}}"#);
+        let table: Vec<(String, &str, &str)> = vec![
+            (route(r#""limits":[{"limit":1,"window":"1m","unit":"Tokens"}]"#), "routes[0].limits[0].unit", "lower-case"),
+            (route(r#""limits":[{"limit":1,"window":"1m","unit":"concurrent-requests"}]"#), "routes[0].limits[0].unit", "concurrency"),
+            (
+                route(r#""limits":[{"limit":1,"window":"1m","unit":"tokens","algorithm":"gcra"}]"#),
+                "routes[0].limits[0].algorithm",
+                "only the window algorithms",
+            ),
+            (route(r#""limits":[{"limit":1,"window":"1m","mode":"dry-run"}]"#), "routes[0].limits[0].mode", "unknown mode"),
+            (route(r#""limits":[{"limit":1,"window":"1m","warn_at":[0]}]"#), "routes[0].limits[0].warn_at[0]", "greater than 0"),
+            (route(r#""limits":[{"limit":1,"window":"1m","warn_at":[1.5]}]"#), "routes[0].limits[0].warn_at[0]", "at most 1"),
+            (route(r#""limits":[{"limit":1,"window":"1m","warn_at":[0.5,0.5]}]"#), "routes[0].limits[0].warn_at[1]", "twice"),
+            (route(r#""limits":[{"limit":1,"window":"1m","warn_at":[]}]"#), "routes[0].limits[0].warn_at", "1 to 8"),
+            (route(r#""mode":"off""#), "routes[0].mode", "unknown mode"),
+            (route(r#""usage":{"unit":"requests","from":"header","name":"x","reserve":1}"#), "routes[0].usage.unit", "counted by the check"),
+            (route(r#""usage":{"unit":"tokens","from":"body","pointer":"/x","reserve":1}"#), "routes[0].usage.from", "unknown usage source"),
+            (route(r#""usage":{"unit":"tokens","from":"json","name":"x","reserve":1}"#), "routes[0].usage", "needs \"pointer\""),
+            (route(r#""usage":{"unit":"tokens","from":"header","pointer":"/x","reserve":1}"#), "routes[0].usage", "needs \"name\""),
+            (route(r#""usage":{"unit":"tokens","from":"json","pointer":"usage","reserve":1}"#), "routes[0].usage.pointer", "JSON pointer"),
+            (route(r#""usage":{"unit":"tokens","from":"header","name":"bad name","reserve":1}"#), "routes[0].usage.name", "header name"),
+            (route(r#""usage":{"unit":"tokens","from":"header","name":"x","reserve":0}"#), "routes[0].usage.reserve", "greater than 0"),
+            (
+                route(r#""limits":[{"limit":100,"window":"1d","unit":"tokens"}],"usage":{"unit":"tokens","from":"header","name":"x","reserve":300}"#),
+                "routes[0].usage.reserve",
+                "exceeds limits[0]",
+            ),
+            (route(r#""usage":{"unit":"tokens","from":"header","name":"x"}"#), "routes[0].usage", "missing field"),
+            (route(r#""concurrency":{"limit":0,"lease":"2m"}"#), "routes[0].concurrency.limit", "greater than 0"),
+            (route(r#""concurrency":{"limit":2,"lease":"500ms"}"#), "routes[0].concurrency.lease", "at least 1s"),
+            (route(r#""concurrency":{"limit":2,"lease":120}"#), "routes[0].concurrency.lease", "expected a duration string"),
+            (route(r#""concurrency":{"limit":2,"lease":"2m","max":3}"#), "routes[0].concurrency", "unknown field"),
+            (
+                r#"{"tiers":{"ANON":{"limits":[]},"BASIC":{"limits":[{"id":"q","limit":100,"window":"1d","unit":"tokens"}]}},"routes":[{"name":"a","path":"/a","usage":{"unit":"tokens","from":"header","name":"x","reserve":300}}]}"#.to_owned(),
+                "routes[0].usage.reserve",
+                "tiers.BASIC.limits[0]",
+            ),
+            (
+                r#"{"tiers":{"ANON":{"limits":[]},"BASIC":{"limits":[{"id":"q","limit":100,"window":"1d"}]}},"routes":[{"name":"a","path":"/a","limits":[{"id":"q","limit":100,"window":"1d","mode":"shadow"}]}]}"#.to_owned(),
+                "routes[0].limits[0].id",
+                "unit or mode",
+            ),
+        ];
+        for (json, path, needle) in table {
+            rejects(&json, path, needle);
+        }
+    }
+
+    #[test]
+    fn a_token_limit_does_not_bound_the_request_cost() {
+        let p = parse(
+            r#"{"routes":[{"name":"a","path":"/a","cost":5,"limits":[{"limit":1000,"window":"1d","unit":"tokens"}]}]}"#,
+        );
+        assert!(p.is_ok(), "{p:?}");
+    }
+
+    #[test]
+    fn overrides_hold_enforced_request_limits_only() {
+        let raw: Vec<RawLimit> = serde_json::from_str(r#"[{"limit":5,"window":"1h","mode":"shadow"}]"#).expect("raw");
+        let e = override_limits(&raw).expect_err("shadow override");
+        assert_eq!(e.path, "limits[0].mode");
+        let raw: Vec<RawLimit> = serde_json::from_str(r#"[{"limit":5,"window":"1h","unit":"tokens"}]"#).expect("raw");
+        assert_eq!(override_limits(&raw).expect_err("unit").path, "limits[0].unit");
     }
 
     #[test]

@@ -69,9 +69,18 @@ async function jwksStatus() {
   return res.json();
 }
 
-/** GET through the Worker with a bearer token; returns the status, headers and parsed body. */
+let callerCounter = 0;
+
+/**
+ * GET through the Worker with a bearer token; returns the status, headers and parsed body. Without
+ * an address of its own, each call comes from a new one: a refused credential is charged to its
+ * address's anonymous limit, and these tests look at the refusal, not at that limit.
+ */
 async function call(token, extra = {}) {
-  const headers = { ...(token ? { authorization: `Bearer ${token}` } : {}), ...extra };
+  callerCounter += 1;
+  const own = Object.keys(extra).some((h) => h.toLowerCase() === "cf-connecting-ip");
+  const from = own ? {} : ip(`192.0.2.${callerCounter % 250}`);
+  const headers = { ...(token ? { authorization: `Bearer ${token}` } : {}), ...from, ...extra };
   const res = await stack.fetch("/profile", { headers });
   const text = await res.text();
   let body = null;

@@ -186,3 +186,24 @@ fn the_repository_wrangler_toml_is_valid() {
     assert_eq!(r.code, 0, "{r:?}");
     assert!(r.stdout.starts_with("ok: policy valid ("), "{r:?}");
 }
+
+#[test]
+fn the_readme_ai_example_is_valid_and_a_settled_unit_on_gcra_is_named() {
+    let readme = fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../../README.md")).expect("README");
+    let section = readme.split("## AI traffic: tokens, concurrency, shadow limits").nth(1).expect("the AI section");
+    let policy = section.split("```json\n").nth(1).and_then(|s| s.split("```").next()).expect("its policy");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let r = check(&write(&dir, "ai.json", policy), false);
+    assert_eq!(r.code, 0, "{r:?}");
+    assert_eq!(r.stdout, "ok: policy valid (3 tiers, 1 routes, 3 cache classes)\n");
+
+    let gcra = policy.replacen(
+        r#""limit": 500000, "window": "1d","#,
+        r#""limit": 500000, "window": "1d", "algorithm": "gcra","#,
+        1,
+    );
+    assert_ne!(gcra, policy);
+    let r = check(&write(&dir, "gcra.json", &gcra), false);
+    assert_eq!(r.code, 2, "{r:?}");
+    assert!(r.stderr.contains("tiers.PRO.limits[1].algorithm: a limit of \"tokens\" is settled"), "{r:?}");
+}

@@ -1,24 +1,25 @@
 //! The origin itself: its shared state and the request handler.
 
 use std::fmt;
-use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, LengthLimitError, Limited};
 use hyper::body::Incoming;
-use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL};
+use hyper::header::{HeaderValue, ALLOW, CACHE_CONTROL, CONTENT_TYPE};
 use hyper::{HeaderMap, Method, Request, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::behaviour::{Behaviour, FailMode, DELAY_HEADER, FAIL_HEADER, TIMEOUT_HOLD};
+use crate::chat::{sse_event, token_delay, ChannelBody, ChatRequest, ChatStats, TOKEN_DELAY_HEADER, USAGE_HEADER};
 use crate::clock::unix_ms;
 use crate::config_store::{ConfigEntry, ConfigStore};
 use crate::echo::echo;
 use crate::extra_headers;
 use crate::hits::Hits;
-use crate::problem::{empty, json_response, problem, OriginResponse};
+use crate::problem::{empty, json_response, problem, OriginBody, OriginResponse};
 use crate::rag::RagRequest;
 use crate::route::{ConfigOp, Control, Route};
 use crate::tokens::Tokens;
@@ -75,6 +76,8 @@ pub struct Origin {
     initial: Behaviour,
     /// Flips to `true` at shutdown, waking every delayed or held request.
     shutdown: watch::Sender<bool>,
+    /// Counters of the chat completions.
+    chat: Arc<ChatStats>,
     /// The stand-in auth provider's keys; `None` if they could not be made.
     tokens: Mutex<Option<Tokens>>,
 }
@@ -86,6 +89,7 @@ impl Origin {
             state: Mutex::new(State { settings: initial, ..State::default() }),
             initial,
             shutdown: watch::Sender::new(false),
+            chat: Arc::new(ChatStats::default()),
             tokens: Mutex::new(Tokens::new().ok()),
         }
     }
@@ -101,6 +105,9 @@ impl Origin {
     /// is the body read and the route answered.
     pub async fn handle(&self, request: Request<Incoming>) -> Result<OriginResponse, DropConnection> {
         let route = Route::of(request.method(), request.uri().path());
+        if route == Route::Chat {
+            return self.chat(request).await;
+        }
         let Some(kind) = route.kind() else {
             return Ok(self.control(route, request).await);
         };
@@ -148,6 +155,62 @@ impl Origin {
         Ok(response)
     }
 
+    /// A chat completion (see [`crate::chat`]): buffered, or streamed from a task that stops
+    /// when the client goes away or the origin shuts down.
+    async fn chat(&self, request: Request<Incoming>) -> Result<OriginResponse, DropConnection> {
+        let delay = match token_delay(header_text(request.headers(), TOKEN_DELAY_HEADER)) {
+            Ok(d) => d,
+            Err(message) => return Ok(problem(StatusCode::BAD_REQUEST, message)),
+        };
+        let body = match read_body(request.into_body()).await {
+            Ok(b) => b,
+            Err(rejection) => return Ok(rejection.into_response()),
+        };
+        let chat =
+            match parse_json(&body).and_then(|v| ChatRequest::from_json(&v).map_err(|e| Rejection::bad_request(e.0))) {
+                Ok(c) => c,
+                Err(rejection) => return Ok(rejection.into_response()),
+            };
+        let in_flight = self.chat.begin();
+        let created = unix_ms() / 1_000;
+        let usage = HeaderValue::from(chat.total_tokens());
+        if !chat.stream {
+            self.pause(delay * chat.max_tokens).await?;
+            let mut response = json_response(StatusCode::OK, &chat.completion(created));
+            response.headers_mut().insert(USAGE_HEADER, usage);
+            in_flight.finish(chat.total_tokens());
+            return Ok(response);
+        }
+        let (tx, body) = ChannelBody::new();
+        let mut shutdown = self.shutdown.subscribe();
+        tokio::spawn(async move {
+            for i in 0..chat.max_tokens {
+                if !delay.is_zero() {
+                    tokio::select! {
+                        () = tokio::time::sleep(delay) => {}
+                        _ = shutdown.wait_for(|down| *down) => return,
+                    }
+                }
+                if tx.send(sse_event(&chat.chunk(i, created).to_string())).await.is_err() {
+                    return;
+                }
+            }
+            if tx.send(sse_event(&chat.usage_chunk(created).to_string())).await.is_err() {
+                return;
+            }
+            if tx.send(sse_event("[DONE]")).await.is_err() {
+                return;
+            }
+            in_flight.finish(chat.total_tokens());
+        });
+        let mut response = hyper::Response::new(OriginBody::Stream(body));
+        let headers = response.headers_mut();
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+        headers.insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+        headers.insert(USAGE_HEADER, usage);
+        Ok(response)
+    }
+
     fn config(&self, name: &str, op: ConfigOp, body: &[u8]) -> Result<OriginResponse, Rejection> {
         let entry = match op {
             ConfigOp::Get => {
@@ -179,7 +242,7 @@ impl Origin {
         let Route::Control(control) = route else {
             return problem(
                 StatusCode::NOT_FOUND,
-                "no such control endpoint; see /_origin/health, hits, reset, settings",
+                "no such control endpoint; see /_origin/health, hits, reset, settings, chat, tokens, jwks",
             );
         };
         let method = request.method().clone();
@@ -188,12 +251,14 @@ impl Origin {
             (Control::Hits, Method::GET | Method::HEAD) => json_response(StatusCode::OK, &self.lock().hits.to_json()),
             (Control::Reset, Method::POST) => {
                 *self.lock() = State { settings: self.initial, ..State::default() };
+                self.chat.reset();
                 if let Some(tokens) = self.tokens().as_mut() {
                     tokens.fetches = 0;
                     tokens.fail = None;
                 }
                 empty(StatusCode::NO_CONTENT)
             }
+            (Control::Chat, Method::GET | Method::HEAD) => json_response(StatusCode::OK, &self.chat.to_json()),
             (Control::Jwks, Method::GET | Method::HEAD) => self.with_tokens(|t| Ok(t.status())),
             (Control::Tokens | Control::Jwks | Control::Rotate, Method::POST) => {
                 let body = match read_body(request.into_body()).await.and_then(|b| parse_json(&b)) {
@@ -291,7 +356,7 @@ fn rag(body: &[u8]) -> Result<OriginResponse, Rejection> {
 
 fn method_not_allowed(control: Control) -> OriginResponse {
     let allow = match control {
-        Control::Health | Control::Hits => "GET, HEAD",
+        Control::Health | Control::Hits | Control::Chat => "GET, HEAD",
         Control::Reset => "POST",
         Control::Settings | Control::Jwks => "GET, HEAD, POST",
         Control::Tokens | Control::Rotate => "POST",

@@ -27,6 +27,8 @@ pub enum Control {
     Hits,
     Reset,
     Settings,
+    /// `/_origin/chat`: the chat completions' counters.
+    Chat,
     /// `POST /_origin/tokens`: mint a test token.
     Tokens,
     /// `GET|POST /_origin/jwks`: how the key set is served.
@@ -55,6 +57,8 @@ pub enum Route {
         op: ConfigOp,
     },
     Rag,
+    /// `POST /v1/chat/completions`; counted in `/_origin/chat`, not in the hits.
+    Chat,
     Echo,
     /// `GET /.well-known/jwks.json`: the key set (not counted; its fetches are counted apart).
     KeySet,
@@ -76,6 +80,7 @@ impl Route {
                 "hits" => Self::Control(Control::Hits),
                 "reset" => Self::Control(Control::Reset),
                 "settings" => Self::Control(Control::Settings),
+                "chat" => Self::Control(Control::Chat),
                 "tokens" => Self::Control(Control::Tokens),
                 "jwks" => Self::Control(Control::Jwks),
                 "jwks/rotate" => Self::Control(Control::Rotate),
@@ -100,13 +105,16 @@ impl Route {
         if path == "/rag/context" && method == Method::POST {
             return Self::Rag;
         }
+        if path == "/v1/chat/completions" && method == Method::POST {
+            return Self::Chat;
+        }
         Self::Echo
     }
 
     /// The counted route this is, or `None` for control paths.
     pub fn kind(&self) -> Option<RouteKind> {
         match self {
-            Self::Control(_) | Self::UnknownControl | Self::KeySet => None,
+            Self::Control(_) | Self::UnknownControl | Self::Chat | Self::KeySet => None,
             Self::Config { .. } => Some(RouteKind::Config),
             Self::Rag => Some(RouteKind::Rag),
             Self::Echo => Some(RouteKind::Echo),
@@ -131,6 +139,13 @@ mod tests {
     fn rag_takes_post_only() {
         assert_eq!(Route::of(&Method::POST, "/rag/context"), Route::Rag);
         assert_eq!(Route::of(&Method::GET, "/rag/context"), Route::Echo);
+    }
+
+    #[test]
+    fn chat_completions_take_post_only() {
+        assert_eq!(Route::of(&Method::POST, "/v1/chat/completions"), Route::Chat);
+        assert_eq!(Route::of(&Method::GET, "/v1/chat/completions"), Route::Echo);
+        assert_eq!(Route::of(&Method::GET, "/_origin/chat"), Route::Control(Control::Chat));
     }
 
     #[test]

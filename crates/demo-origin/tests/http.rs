@@ -324,6 +324,103 @@ async fn refuses_to_bind_anything_but_loopback() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("not loopback"));
 }
 
+/// The `data:` payloads of a server-sent event stream, in order.
+fn sse_data(text: &str) -> Vec<String> {
+    text.split("\n\n").filter_map(|event| event.strip_prefix("data: ")).map(str::to_owned).collect()
+}
+
+async fn chat_stats(origin: &Running) -> Value {
+    origin.get_json("/_origin/chat").await
+}
+
+#[tokio::test]
+async fn chat_completions_report_deterministic_usage() {
+    let origin = Running::start(&[]).await;
+    let body =
+        json!({"model": "m", "messages": [{"role": "user", "content": "four words of prompt"}], "max_tokens": 296});
+    let response = origin.send_json(Method::POST, "/v1/chat/completions", body.clone()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(content_type(&response), "application/json");
+    assert_eq!(response.headers()["x-usage-tokens"], "300");
+    let first: Value = response.json().await.unwrap();
+    assert_eq!(first["object"], "chat.completion");
+    assert_eq!(first["usage"], json!({"prompt_tokens": 4, "completion_tokens": 296, "total_tokens": 300}));
+    let second: Value = origin.send_json(Method::POST, "/v1/chat/completions", body).await.json().await.unwrap();
+    assert_eq!(first["choices"], second["choices"], "the same request gets the same answer");
+    let stats = chat_stats(&origin).await;
+    assert_eq!(
+        (stats["requests"].as_u64(), stats["finished"].as_u64(), stats["tokens"].as_u64()),
+        (Some(2), Some(2), Some(600))
+    );
+    assert_eq!(origin.hits().await["total"], 0, "chat completions are counted apart from the hits");
+
+    let bad = origin.send_json(Method::POST, "/v1/chat/completions", json!({"messages": []})).await;
+    let problem = expect_problem(bad, StatusCode::BAD_REQUEST).await;
+    assert!(problem["detail"].as_str().unwrap().contains("messages"), "{problem}");
+    let bad = origin
+        .request(Method::POST, "/v1/chat/completions")
+        .header("X-Origin-Token-Delay-Ms", "lots")
+        .json(&json!({"messages": [{"content": "x"}]}))
+        .send()
+        .await
+        .unwrap();
+    expect_problem(bad, StatusCode::BAD_REQUEST).await;
+}
+
+#[tokio::test]
+async fn a_streamed_completion_ends_in_a_usage_chunk_and_done() {
+    let origin = Running::start(&[]).await;
+    let body = json!({"messages": [{"role": "user", "content": "hi there"}], "max_tokens": 5, "stream": true});
+    let response = origin.send_json(Method::POST, "/v1/chat/completions", body.clone()).await;
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(content_type(&response), "text/event-stream");
+    let events = sse_data(&response.text().await.unwrap());
+    assert_eq!(events.len(), 5 + 2, "{events:?}");
+    assert_eq!(events.last().map(String::as_str), Some("[DONE]"));
+    let usage: Value = serde_json::from_str(&events[5]).unwrap();
+    assert_eq!(usage["choices"], json!([]));
+    assert_eq!(usage["usage"]["total_tokens"], 7);
+    let text: String = events[..5]
+        .iter()
+        .map(|e| {
+            serde_json::from_str::<Value>(e).unwrap()["choices"][0]["delta"]["content"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    let buffered: Value = origin
+        .send_json(Method::POST, "/v1/chat/completions", json!({"messages": body["messages"], "max_tokens": 5}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(buffered["choices"][0]["message"]["content"], text.as_str());
+}
+
+#[tokio::test]
+async fn streams_in_flight_are_counted_and_an_abort_is_seen() {
+    let origin = Running::start(&[]).await;
+    let body = json!({"messages": [{"content": "slow"}], "max_tokens": 50, "stream": true});
+    let slow = || {
+        origin.request(Method::POST, "/v1/chat/completions").header("X-Origin-Token-Delay-Ms", "100").json(&body).send()
+    };
+    let (mut a, mut b) = (slow().await.unwrap(), slow().await.unwrap());
+    assert!(a.chunk().await.unwrap().is_some() && b.chunk().await.unwrap().is_some(), "both started streaming");
+    let stats = chat_stats(&origin).await;
+    assert_eq!((stats["in_flight"].as_u64(), stats["max_in_flight"].as_u64()), (Some(2), Some(2)), "{stats}");
+    drop(a);
+    drop(b);
+    // The producer notices the closed connection at its next token (100 ms); poll, never sleep blindly long.
+    let deadline = Instant::now() + PATIENCE;
+    loop {
+        let stats = chat_stats(&origin).await;
+        if stats["in_flight"] == 0 {
+            assert_eq!(stats["aborted"], 2, "{stats}");
+            assert_eq!(stats["finished"], 0, "{stats}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "streams never ended: {stats}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
 #[tokio::test]
 async fn serves_a_key_set_and_mints_tokens_for_its_keys_without_counting_them_as_hits() {
     let origin = Running::start(&[]).await;

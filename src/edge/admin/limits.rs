@@ -42,6 +42,8 @@ async fn peek<P: Platform>(services: &Services<P>, subject_hash: &str, tier_name
         route_limits: &route_limits,
         cost: NonZeroU32::MIN,
         mode: Mode::Peek,
+        usage: None,
+        concurrency: None,
     };
     let (decision, stored_override) = match &services.redis {
         Some(client) => RemoteLimiter::new(client, &services.keys).peek(&check).await?,
@@ -68,6 +70,7 @@ async fn peek<P: Platform>(services: &Services<P>, subject_hash: &str, tier_name
             json!({
                 "id": l.id, "scope": scope, "tier": for_tier, "algorithm": l.algorithm.as_str(), "limit": l.limit,
                 "window_ms": l.window_ms, "remaining": l.remaining, "reset_ms": l.reset_ms,
+                "unit": l.unit.as_str(), "mode": l.mode.as_str(), "used": l.limit.saturating_sub(l.remaining),
             })
         })
         .collect();

@@ -81,3 +81,21 @@ fn memory_mode_limits_in_the_isolate() {
     }
     assert_eq!(w.answer(from_ip("GET", "/x", "192.0.2.1")).status, 429);
 }
+
+#[test]
+fn a_verified_key_is_not_held_back_by_made_up_keys_from_its_address() {
+    let w = World::new(true);
+    let shared_ip = "198.51.100.77";
+    let key = w.key("user-nat", "BASIC");
+    let with_key = |k: &str| from_ip("GET", "/x", shared_ip).with_header("x-api-key", k);
+    assert_eq!(w.answer(with_key(&key)).status, 0, "verified once");
+    let made_up = |i: u32| format!("tg_{i:012x}_{}", "B".repeat(43));
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        statuses.push(w.answer(with_key(&made_up(i))).status);
+    }
+    assert_eq!(statuses, [401, 401, 401, 429, 429], "refusals are charged to the address (3 per hour)");
+    assert_eq!(w.answer(with_key(&key)).status, 0, "the customer behind the same address still gets in");
+    let new_key = w.key("user-nat-2", "BASIC");
+    assert_eq!(w.answer(with_key(&new_key)).status, 429, "a key never seen here waits for the address's allowance");
+}

@@ -1,43 +1,76 @@
---[[ check.lua: every limit that applies to one request, checked atomically, all or nothing.
+--[[ check.lua: every limit that applies to one request, checked atomically, all or nothing:
+request counts, usage units (reservations), a concurrency slot, shadow limits and quota warnings.
 
-The Rust models in src/limiter/{fixed_window,sliding_window,token_bucket,gcra,model}.rs are the
-specification of this script; tests/limiter_scripts.rs holds the two equal on a real Redis.
+The Rust models in src/limiter/{fixed_window,sliding_window,token_bucket,gcra,model,concurrency}.rs
+are the specification of this script; tests/limiter_scripts.rs holds the two equal on a real Redis.
 
 KEYS[1]      the subject's override key   {ns}:ratelimit:v1:{<subject_hash>}:override
 KEYS[1+i]    state key of the i-th ARGV limit (tier limits, then route limits)
              {ns}:ratelimit:v1:{<subject_hash>}:<limit id>
+KEYS[2+n]    only with a slot (ARGV[8] > 0): the route's lease set (a sorted set: member = lease
+             id, score = deadline, Unix ms)   {ns}:ratelimit:v1:{<subject_hash>}:lease:<route>
 
 ARGV[1]  now_ms   "" (production: the time is Redis TIME, so isolates on every machine agree).
                   A positive integer replaces TIME; ONLY the property tests pass one. States are
                   written with an absolute expiry (PXAT), so a given time must not be earlier than
                   the server clock.
 ARGV[2]  mode     "consume" (charge every limit if all allow) | "peek" (decide, write nothing)
-ARGV[3]  cost     units the request takes from every limit, integer >= 1
+ARGV[3]  cost     units an override's limits (request limits) take, integer >= 1
 ARGV[4]  prefix   state key prefix of the subject ({ns}:ratelimit:v1:{<subject_hash>}:); an
-                  override's limits live at prefix .. id
+                  override's limits live at prefix .. id, warning marks at prefix .. "warn:" ..
+                  id .. ":" .. ppm (":" never occurs in a limit id)
 ARGV[5]  n_tier   number of tier limits
 ARGV[6]  n_route  number of route limits
-ARGV[7+4(i-1) .. 10+4(i-1)]   limit i: id, algorithm (fixed_window | sliding_window |
-                  token_bucket | gcra), limit (units per window, >= 1), window_ms (>= 1)
+ARGV[7]  subject  the subject hash, for quota-warning messages
+ARGV[8]  slot_limit   concurrency slots, 0 = the route has none (then ARGV[9..12] are ignored)
+ARGV[9]  lease_ms     lease time, >= 1
+ARGV[10] lease_id     this request's lease id, unique per request; "" in peek mode
+ARGV[11] slot_mode    "enforce" | "shadow"
+ARGV[12] slot_id      the slot's name (route-<name>-concurrency)
+ARGV[13+8(i-1) .. 20+8(i-1)]   limit i: id, algorithm (fixed_window | sliding_window |
+                  token_bucket | gcra), limit (units per window, >= 1), window_ms (>= 1),
+                  cost (units this request takes from it, >= 1: the route's cost for requests,
+                  its reservation for its usage unit), unit, mode ("enforce" | "shadow"),
+                  warn ("" or comma-separated parts per million, 1..1000000, ascending)
 
 Override (KEYS[1], JSON, optional): {"tier":"PRO","limits":[{"id","alg","limit","window_ms"}]}
-replaces the TIER limits (route limits stay). It is validated by the rules of
-src/limiter/overrides.rs (tier [A-Za-z0-9_-]{1,64}; ids [A-Za-z0-9_.-]{1,64}, unique, none equal
-to a route limit id of another algorithm or window; at most 16 limits; whole numbers,
-limit <= 2^32-1, window_ms <= 2^40, limit * window_ms <= 2^52); an invalid one is ignored and
-reported (status 2).
+replaces the TIER limits (route limits stay); its limits are enforced request limits costing
+ARGV[3], without warnings. It is validated by the rules of src/limiter/overrides.rs (tier
+[A-Za-z0-9_-]{1,64}; ids [A-Za-z0-9_.-]{1,64}, unique, none equal to a route limit id of another
+algorithm or window; at most 16 limits; whole numbers, limit <= 2^32-1, window_ms <= 2^40,
+limit * window_ms <= 2^52); an invalid one is ignored and reported (status 2).
 
-Limits sharing an id share their key (the policy requires them to agree on algorithm and
-window): they are checked once, in the place of the first, with the smaller limit.
+Limits sharing an id share their key (the policy requires them to agree on algorithm, window,
+unit and mode): they are checked once, in the place of the first, with the smaller limit.
 
-Cluster: every key, including the override limits' keys derived here from ARGV[4] (which the
-caller cannot know in advance, so they are not in KEYS), carries the subject's hash tag
-{<subject_hash>}: all live in one slot.
+Cluster: every key, including the override limits' and warning marks' keys derived here from
+ARGV[4] (which the caller cannot know in advance, so they are not in KEYS), carries the
+subject's hash tag {<subject_hash>}: all live in one slot.
 
-Phase 1 reads every state and decides each limit. If any limit says impossible (cost > limit)
-or denies, nothing is written: a denial consumes nothing from any limit. Phase 2 (consume mode,
-all allowed) writes every new state with SET ... PXAT <expiry>, the moment from which the state
-decides exactly as no state would; no key is ever written without a TTL.
+Phase 1 reads every state and decides each limit at its own cost, and counts the live leases
+(deadline > now) of the slot. Only ENFORCED limits refuse: if one says impossible (cost > limit)
+or denies, or an enforced slot is full (live >= slot_limit), nothing is written anywhere, shadow
+limits included: a denial consumes nothing. Phase 2 (consume mode, all enforced allowed) writes
+every enforced limit's new state, and each SHADOW limit's that allows by itself (as if it were
+enforced and the request went through); a shadow limit that would refuse is not charged, so it
+counts exactly what it would have let through. States are written with SET ... PXAT <expiry>,
+the moment from which the state decides exactly as no state would; no key is ever written
+without a TTL. The slot: expired leases are removed, the lease added with deadline now +
+lease_ms (an enforced slot always fits here; a shadow slot only when it fits), and the set's
+expiry moved to its latest deadline.
+
+Shadow: a shadow limit or slot whose own verdict is not "allowed" is listed in the reply, in
+consume and peek mode alike, whatever the outcome.
+
+Quota warnings: for each limit written with warn fractions, used = limit - remaining before and
+after the charge; a fraction f whose threshold ceil(f * limit) (at least 1) lies in
+(used_before, used_after] is crossed. A crossing publishes once per window per (subject, limit,
+fraction): unless the warning mark holds a time after now, the mark is set to the window's end
+(fixed/sliding window: the aligned window's end; bucket/GCRA: when the limit is whole again) with
+PXAT that time, and a JSON message {"subject","limit","unit","mode","used","quota","window_ms",
+"fraction","time"} is PUBLISHed on the channel system:quota_warning. The script runs atomically,
+so concurrent checks in any number of isolates publish each crossing exactly once. (The mark's
+value, not only its TTL, decides, so a given now_ms behaves like TIME.)
 
 Cost: one EVALSHA per check (one billed command), however many limits apply.
 
@@ -47,12 +80,20 @@ corrects the rounding of a / b, and numbers are formatted with %.0f (never %.14g
 
 Reply (flat; integers and strings only):
   [1] now_ms   [2] outcome: 1 allowed, 0 denied, -1 impossible
-  [3] violated: 1-based index of the violated limit in the list below, 0 when allowed
-  [4] retry_after_ms (0 unless denied)   [5] override tier name, "" when none applied
+  [3] violated: 1-based index of the violated limit in the list below, n+1 for the slot, 0 when
+      allowed
+  [4] retry_after_ms (0 unless denied; a full slot: until its next deadline, at most 1000)
+  [5] override tier name, "" when none applied
   [6] override status: 0 none, 1 applied, 2 present but invalid (ignored)   [7] n, the limit count
-  then per limit (override or tier limits first, then route limits), 7 fields:
-      id, algorithm, limit, window_ms, remaining, reset_ms, next_ms
-  remaining / reset_ms / next_ms are after charging when the check consumed, else untouched.
+  then per limit (override or tier limits first, then route limits), 10 fields:
+      id, algorithm, limit, window_ms, remaining, reset_ms, next_ms, unit, mode, charged
+      (remaining / reset_ms / next_ms after charging when the limit was written, else
+      untouched; charged = its cost when written, else 0)
+  then the slot, 7 fields: slot_id ("" without a slot), slot_limit, in_flight (live leases
+      after the check), lease_ms, slot_mode, acquired (1 when this check added its lease, else
+      0), reset_ms (by when one more slot is free at the latest: now when one is)
+  then the shadow list: k, then k ids (shadow limits in order, then a shadow slot)
+  then the warnings published: w, then w × (limit id, ppm, used)
 ]]
 
 local MAX_EXACT = 9007199254740992 -- 2^53
@@ -254,6 +295,10 @@ local ALGORITHMS = {
   gcra = gcra,
 }
 
+local RETRY_HINT_MS = 1000
+local WHOLE_PPM = 1000000
+local CHANNEL = 'system:quota_warning'
+
 local function bad(what)
   return redis.error_reply('ERR tollgate check.lua: bad ' .. what)
 end
@@ -275,16 +320,42 @@ if not whole(cost, MAX_U32) then return bad('cost') end
 local prefix = ARGV[4]
 local n_tier, n_route = tonumber(ARGV[5]), tonumber(ARGV[6])
 if not (n_tier and n_route and n_tier >= 0 and n_route >= 0) then return bad('limit counts') end
-if #ARGV ~= 6 + 4 * (n_tier + n_route) or #KEYS ~= 1 + n_tier + n_route then
+local subject = ARGV[7]
+local slot_limit = tonumber(ARGV[8])
+if slot_limit ~= 0 and not whole(slot_limit, MAX_U32) then return bad('slot limit') end
+local has_slot = slot_limit > 0
+local lease_ms, lease_id, slot_mode, slot_id = tonumber(ARGV[9]), ARGV[10], ARGV[11], ARGV[12]
+if has_slot then
+  if not whole(lease_ms, MAX_WINDOW) then return bad('lease_ms') end
+  if slot_mode ~= 'enforce' and slot_mode ~= 'shadow' then return bad('slot mode') end
+  if slot_id == '' then return bad('slot id') end
+  if mode == 'consume' and lease_id == '' then return bad('lease id') end
+end
+local FIXED, PER = 12, 8
+if #ARGV ~= FIXED + PER * (n_tier + n_route) or #KEYS ~= 1 + n_tier + n_route + (has_slot and 1 or 0) then
   return bad('number of KEYS or ARGV')
 end
 
+-- "800000,1000000" -> { 800000, 1000000 }; nil when malformed.
+local function warn_list(text)
+  local out = {}
+  if text == '' then return out end
+  for part in string.gmatch(text .. ',', '([^,]*),') do
+    local n = tonumber(part)
+    if not whole(n, WHOLE_PPM) then return nil end
+    table.insert(out, n)
+  end
+  return out
+end
+
 local function argv_limit(i)
-  local base = 6 + 4 * (i - 1)
+  local base = FIXED + PER * (i - 1)
   local lim = { id = ARGV[base + 1], alg = ARGV[base + 2], limit = tonumber(ARGV[base + 3]),
-                window = tonumber(ARGV[base + 4]), key = KEYS[1 + i] }
+                window = tonumber(ARGV[base + 4]), cost = tonumber(ARGV[base + 5]), unit = ARGV[base + 6],
+                mode = ARGV[base + 7], warn = warn_list(ARGV[base + 8]), key = KEYS[1 + i] }
   if ALGORITHMS[lim.alg] == nil or not whole(lim.limit, MAX_U32) or not whole(lim.window, MAX_WINDOW)
-      or lim.limit * lim.window > MAX_LIMIT_TIMES_WINDOW then
+      or lim.limit * lim.window > MAX_LIMIT_TIMES_WINDOW or not whole(lim.cost, MAX_U32)
+      or lim.unit == '' or (lim.mode ~= 'enforce' and lim.mode ~= 'shadow') or lim.warn == nil then
     return nil
   end
   return lim
@@ -327,7 +398,8 @@ local function parse_override(doc)
     local r = routes[id]
     if r and (r.alg ~= alg or r.window ~= item.window_ms) then return nil end
     seen[id] = true
-    table.insert(limits, { id = id, alg = alg, limit = item.limit, window = item.window_ms, key = prefix .. id })
+    table.insert(limits, { id = id, alg = alg, limit = item.limit, window = item.window_ms, key = prefix .. id,
+                           cost = cost, unit = 'requests', mode = 'enforce', warn = {} })
   end
   return { tier = tier, limits = limits }
 end
@@ -360,24 +432,88 @@ end
 for _, lim in ipairs(tier_limits) do add(lim) end
 for _, lim in ipairs(route_limits) do add(lim) end
 
--- Phase 1: read and decide every limit.
+-- Phase 1: read and decide every limit, then the slot; only enforced ones refuse.
 local impossible, denied, denied_retry = 0, 0, 0
 for i, lim in ipairs(limits) do
   local raw = redis.pcall('GET', lim.key)
   if type(raw) ~= 'string' then raw = nil end
   lim.raw = raw
-  lim.verdict, lim.state, lim.expiry = ALGORITHMS[lim.alg](raw, now, lim.limit, lim.window, cost)
-  if lim.verdict.outcome == -1 and impossible == 0 then impossible = i end
-  if lim.verdict.outcome == 0 and (denied == 0 or lim.verdict.retry > denied_retry) then
-    denied, denied_retry = i, lim.verdict.retry
+  lim.shadow = lim.mode == 'shadow'
+  lim.verdict, lim.state, lim.expiry = ALGORITHMS[lim.alg](raw, now, lim.limit, lim.window, lim.cost)
+  if not lim.shadow then
+    if lim.verdict.outcome == -1 and impossible == 0 then impossible = i end
+    if lim.verdict.outcome == 0 and (denied == 0 or lim.verdict.retry > denied_retry) then
+      denied, denied_retry = i, lim.verdict.retry
+    end
+  end
+end
+
+local slot_key = KEYS[#KEYS]
+local deadlines, live, fits = {}, 0, true
+if has_slot then
+  local items = redis.pcall('ZRANGEBYSCORE', slot_key, '(' .. fmt(now), '+inf', 'WITHSCORES')
+  if type(items) == 'table' and not items.err then
+    for j = 2, #items, 2 do table.insert(deadlines, tonumber(items[j])) end
+  end
+  live = #deadlines
+  fits = live < slot_limit
+  if not fits and slot_mode == 'enforce' then
+    local retry = math.min(math.max(deadlines[live - slot_limit + 1] - now, 1), RETRY_HINT_MS)
+    if denied == 0 or retry > denied_retry then denied, denied_retry = #limits + 1, retry end
   end
 end
 local commit = impossible == 0 and denied == 0 and mode == 'consume'
 
--- Phase 2: write every new state, only when all allowed and charging.
-if commit then
-  for _, lim in ipairs(limits) do
+-- Phase 2: write, only when every enforced limit allowed and charging.
+for _, lim in ipairs(limits) do
+  lim.written = commit and (not lim.shadow or lim.verdict.outcome == 1)
+  if lim.written then
     redis.call('SET', lim.key, lim.state, 'PXAT', fmt(lim.expiry))
+  end
+end
+local acquired = commit and has_slot and fits
+local in_flight = live
+if acquired then
+  local deadline = now + lease_ms
+  redis.call('ZREMRANGEBYSCORE', slot_key, '-inf', fmt(now))
+  redis.call('ZADD', slot_key, fmt(deadline), lease_id)
+  local at = #deadlines + 1
+  while at > 1 and deadlines[at - 1] > deadline do at = at - 1 end
+  table.insert(deadlines, at, deadline)
+  redis.call('PEXPIREAT', slot_key, fmt(deadlines[#deadlines]))
+  in_flight = live + 1
+end
+
+-- Quota warnings of the limits written.
+local warnings = {}
+local function window_end(lim)
+  if lim.alg == 'fixed_window' or lim.alg == 'sliding_window' then
+    return idiv(now, lim.window) * lim.window + lim.window
+  end
+  return math.max(lim.verdict.reset, now + 1)
+end
+for _, lim in ipairs(limits) do
+  if lim.written and #lim.warn > 0 then
+    local l = lim.limit
+    local before = ALGORITHMS[lim.alg](lim.raw, now, l, lim.window, 0)
+    local used_before = l - math.min(before.remaining, l)
+    local used_after = l - math.min(lim.verdict.remaining, l)
+    for _, ppm in ipairs(lim.warn) do
+      local threshold = math.max(ceil_div(l * ppm, WHOLE_PPM), 1)
+      if used_before < threshold and threshold <= used_after then
+        local mark = prefix .. 'warn:' .. lim.id .. ':' .. fmt(ppm)
+        local held = redis.pcall('GET', mark)
+        held = type(held) == 'string' and tonumber(held) or nil
+        if not (held and held > now) then
+          local until_ms = window_end(lim)
+          redis.call('SET', mark, fmt(until_ms), 'PXAT', fmt(until_ms))
+          redis.call('PUBLISH', CHANNEL, cjson.encode({
+            subject = subject, limit = lim.id, unit = lim.unit, mode = lim.mode, used = used_after,
+            quota = l, window_ms = lim.window, fraction = ppm / WHOLE_PPM, time = now }))
+          table.insert(warnings, { lim.id, ppm, used_after })
+        end
+      end
+    end
   end
 end
 
@@ -388,9 +524,11 @@ elseif denied > 0 then
   outcome, violated, retry = 0, denied, denied_retry
 end
 local reply = { now, outcome, violated, retry, tier_name, override_status, #limits }
+local shadow_denied = {}
 for _, lim in ipairs(limits) do
   local shown = lim.verdict
-  if not commit then shown = ALGORITHMS[lim.alg](lim.raw, now, lim.limit, lim.window, 0) end
+  if not lim.written then shown = ALGORITHMS[lim.alg](lim.raw, now, lim.limit, lim.window, 0) end
+  if lim.shadow and lim.verdict.outcome ~= 1 then table.insert(shadow_denied, lim.id) end
   table.insert(reply, lim.id)
   table.insert(reply, lim.alg)
   table.insert(reply, lim.limit)
@@ -398,5 +536,26 @@ for _, lim in ipairs(limits) do
   table.insert(reply, shown.remaining)
   table.insert(reply, shown.reset)
   table.insert(reply, shown.next)
+  table.insert(reply, lim.unit)
+  table.insert(reply, lim.mode)
+  table.insert(reply, lim.written and lim.cost or 0)
+end
+if has_slot then
+  if not fits and slot_mode == 'shadow' then table.insert(shadow_denied, slot_id) end
+  local free_at = now
+  if #deadlines >= slot_limit then free_at = deadlines[#deadlines - slot_limit + 1] end
+  for _, v in ipairs({ slot_id, slot_limit, in_flight, lease_ms, slot_mode, acquired and 1 or 0, free_at }) do
+    table.insert(reply, v)
+  end
+else
+  for _, v in ipairs({ '', 0, 0, 0, 'enforce', 0, 0 }) do table.insert(reply, v) end
+end
+table.insert(reply, #shadow_denied)
+for _, id in ipairs(shadow_denied) do table.insert(reply, id) end
+table.insert(reply, #warnings)
+for _, w in ipairs(warnings) do
+  table.insert(reply, w[1])
+  table.insert(reply, w[2])
+  table.insert(reply, w[3])
 end
 return reply
