@@ -30,6 +30,8 @@ const POLICY = {
       upstream: "/config/{name}",
       cache: { class: "STATIC_CONFIG", tags: ["config"] },
     },
+    // Any path under /warned warns at half of 2 requests an hour: the first request publishes.
+    { name: "warned", path: "/warned*", limits: [{ id: "warned-hour", limit: 2, window: "1h", warn_at: [0.5] }] },
   ],
 };
 
@@ -175,6 +177,24 @@ test("a quota warning is passed on, and a stream of one channel gets nothing of 
     const got = await warnings.next((e) => e.event === "quota_warning");
     assert.deepEqual(got.data, warning);
     await assert.rejects(warnings.next((e) => e.event === "invalidation", 300), /no matching event/);
+  } finally {
+    await warnings.close();
+  }
+});
+
+test("a quota warning the limiter publishes reaches the stream within a second", async () => {
+  const warnings = await openEvents("?channels=quota_warning");
+  try {
+    await warnings.next((e) => e.event === "ready", 5000);
+    const asked = Date.now();
+    const res = await stack.fetch("/warned/a", { headers: { "cf-connecting-ip": "198.51.100.77" } });
+    await res.arrayBuffer();
+    const got = await warnings.next((e) => e.event === "quota_warning", WITHIN_MS - (Date.now() - asked));
+    assert.deepEqual(
+      { limit: got.data.limit, used: got.data.used, quota: got.data.quota, fraction: got.data.fraction },
+      { limit: "warned-hour", used: 1, quota: 2, fraction: 0.5 },
+    );
+    assert.equal(typeof got.data.time, "number");
   } finally {
     await warnings.close();
   }

@@ -820,6 +820,8 @@ async function refreshPublicHealth() {
 
 const EVENTS_KEPT = 50;
 const EVENTS_RETRY_MS = 5000;
+// An event's own time, Unix ms: invalidations' at_ms, quota warnings' time.
+const TIME_FIELDS = ["at_ms", "time"];
 const events = { controller: null, retry: null, startedFor: null };
 
 function stopEvents() {
@@ -837,7 +839,7 @@ function eventSummary(kind, data) {
   }
   const subject = data.subject ?? data.subject_hash;
   const rest = Object.entries(data)
-    .filter(([k]) => k !== "at_ms" && k !== "subject" && (data.subject !== undefined || k !== "subject_hash"))
+    .filter(([k]) => !TIME_FIELDS.includes(k) && k !== "subject" && (data.subject !== undefined || k !== "subject_hash"))
     .map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`);
   return [subject, ...rest].filter((part) => part !== undefined).join(" ");
 }
@@ -846,7 +848,7 @@ function showEvent(kind, data) {
   const item = document.createElement("li");
   item.dataset.kind = kind;
   const time = document.createElement("time");
-  const at = typeof data?.at_ms === "number" ? data.at_ms : Date.now();
+  const at = TIME_FIELDS.map((k) => data?.[k]).find((v) => typeof v === "number") ?? Date.now();
   time.dateTime = new Date(at).toISOString();
   time.textContent = formatClock(at);
   const label = document.createElement("span");

@@ -71,10 +71,14 @@ impl EventParser {
     }
 }
 
-/// One event as a line: its time (the event's own `at_ms`, else when it was received), its
-/// kind, what it is about, and the rest.
+/// The fields that carry an event's own time, Unix ms: invalidations' `at_ms`, quota warnings'
+/// `time`.
+const TIME_FIELDS: [&str; 2] = ["at_ms", "time"];
+
+/// One event as a line: its time (the event's own, else when it was received), its kind, what
+/// it is about, and the rest.
 pub fn line(e: &Event, style: Style) -> String {
-    let at = e.data.get("at_ms").and_then(Value::as_u64).unwrap_or(e.received_ms);
+    let at = TIME_FIELDS.iter().find_map(|k| e.data.get(*k).and_then(Value::as_u64)).unwrap_or(e.received_ms);
     let time = format!("{}.{:03}", time::utc_time(at), at % 1000);
     let (subject, details) = match (&e.data, e.event.as_str()) {
         (Value::Object(o), "invalidation") => {
@@ -91,7 +95,7 @@ pub fn line(e: &Event, style: Style) -> String {
             let subject = key.and_then(|k| o.get(k)).map_or_else(|| "-".to_owned(), scalar);
             let rest: Vec<String> = o
                 .iter()
-                .filter(|(k, _)| Some(k.as_str()) != key && k.as_str() != "at_ms")
+                .filter(|(k, _)| Some(k.as_str()) != key && !TIME_FIELDS.contains(&k.as_str()))
                 .map(|(k, v)| format!("{k}={}", scalar(v)))
                 .collect();
             (subject, rest.join(" "))
@@ -248,6 +252,17 @@ mod tests {
             data: json!({"subject": "user-7", "limit": "hourly", "used": 90}),
         };
         assert_eq!(line(&e, Style::plain()), "00:08:43.000  quota_warning  user-7  limit=hourly used=90");
+        let published = Event {
+            event: "quota_warning".into(),
+            received_ms: 0,
+            data: json!({"subject": "9f8e", "limit": "daily", "unit": "tokens", "mode": "enforce", "used": 800,
+                         "quota": 1000, "window_ms": 86_400_000, "fraction": 0.8, "time": 1_763_770_125_000u64}),
+        };
+        assert_eq!(
+            line(&published, Style::plain()),
+            "00:08:45.000  quota_warning  9f8e  fraction=0.8 limit=daily mode=enforce quota=1000 unit=tokens used=800 \
+             window_ms=86400000"
+        );
         let hashed = Event {
             event: "quota_warning".into(),
             received_ms: 1_763_770_123_000,
