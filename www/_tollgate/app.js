@@ -837,7 +837,8 @@ function eventSummary(kind, data) {
     const generation = data.generation === undefined ? "" : `, generation ${data.generation}`;
     return `${data.kind ?? "?"} ${data.target ?? ""}: deleted ${data.deleted ?? "?"}${generation}`;
   }
-  const subject = data.subject ?? data.subject_hash;
+  const named = data.subject ?? data.subject_hash;
+  const subject = typeof named === "string" && named.length > 12 ? `${named.slice(0, 12)}…` : named;
   const rest = Object.entries(data)
     .filter(([k]) => !TIME_FIELDS.includes(k) && k !== "subject" && (data.subject !== undefined || k !== "subject_hash"))
     .map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`);

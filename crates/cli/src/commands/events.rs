@@ -17,7 +17,7 @@ use crate::exit::Exit;
 use crate::style::Style;
 use crate::time;
 
-use super::{emit, note, Context};
+use super::{emit, note, short_hash, Context};
 
 /// How often the wait for the next event checks for Ctrl-C.
 const POLL: Duration = Duration::from_millis(50);
@@ -92,7 +92,7 @@ pub fn line(e: &Event, style: Style) -> String {
         }
         (Value::Object(o), _) => {
             let key = ["subject", "subject_hash"].into_iter().find(|k| o.contains_key(*k));
-            let subject = key.and_then(|k| o.get(k)).map_or_else(|| "-".to_owned(), scalar);
+            let subject = key.and_then(|k| o.get(k)).map_or_else(|| "-".to_owned(), |v| short_hash(&scalar(v)));
             let rest: Vec<String> = o
                 .iter()
                 .filter(|(k, _)| Some(k.as_str()) != key && !TIME_FIELDS.contains(&k.as_str()))
@@ -255,12 +255,12 @@ mod tests {
         let published = Event {
             event: "quota_warning".into(),
             received_ms: 0,
-            data: json!({"subject": "9f8e", "limit": "daily", "unit": "tokens", "mode": "enforce", "used": 800,
+            data: json!({"subject": "508cc0fe26185d71343b0aaa99a7", "limit": "daily", "unit": "tokens", "mode": "enforce", "used": 800,
                          "quota": 1000, "window_ms": 86_400_000, "fraction": 0.8, "time": 1_763_770_125_000u64}),
         };
         assert_eq!(
             line(&published, Style::plain()),
-            "00:08:45.000  quota_warning  9f8e  fraction=0.8 limit=daily mode=enforce quota=1000 unit=tokens used=800 \
+            "00:08:45.000  quota_warning  508cc0fe2618…  fraction=0.8 limit=daily mode=enforce quota=1000 unit=tokens used=800 \
              window_ms=86400000"
         );
         let hashed = Event {
