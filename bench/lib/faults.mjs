@@ -67,7 +67,7 @@ async function startRedisOn(port, dir) {
   return proc;
 }
 
-async function startProxy(root, dir, target) {
+export async function startProxy(root, dir, target) {
   const proc = new Proc("delay-proxy", process.execPath, [
     path.join(root, "tests/e2e/support/delay-proxy.mjs"), "--target", target, "--listen", `${HOST}:0`,
   ], { logFile: path.join(dir, "delay-proxy.log") });

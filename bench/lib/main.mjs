@@ -15,7 +15,8 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import zlib from "node:zlib";
 
-import { runFaults } from "./faults.mjs";
+import { runFaults, startProxy } from "./faults.mjs";
+import { NET_CONNECTIONS, NET_DELAYS_MS, NET_LOADS, NET_SYSTEMS, netGroup, netId, probeKeys } from "./net.mjs";
 import { HOST, cpuNs, machineCpu, sleep, stopAll } from "./proc.mjs";
 import { profileWorker } from "./profile.mjs";
 import { renderMarkdown } from "./report.mjs";
@@ -389,7 +390,8 @@ async function main() {
   }
 
   // ---------------------------------------------------------------- measurement
-  const procsOf = (w) => ({ workerd: w.proc.pid, redis_rest: rest.proc.pid, redis_server: redis.proc.pid, origin: origin.proc.pid });
+  const procsOf = (w) => ({ workerd: w.proc.pid, redis_rest: rest.proc.pid, redis_server: redis.proc.pid, origin: origin.proc.pid, ...(w.proxy ? { delay_proxy: w.proxy.proc.pid } : {}) });
+  const proxies = []; // the net scenarios' delay proxies (ours, not "other load")
   async function snapshot(w) {
     const pids = procsOf(w);
     const [restStats, originHits, serverCmds] = await Promise.all([rest.stats(), origin.hits(), redis.commands()]);
@@ -451,14 +453,17 @@ async function main() {
   // Other engineers share this box: before each measured run, wait (within a budget) until the
   // machine is quiet, i.e. what is not ours uses less than QUIET_CORES.
   let quietBudgetMs = QUIET_BUDGET_MS;
+  const ourCpuNs = () =>
+    Object.values(workers).reduce((acc, w) => acc + cpuNs(w.proc.pid), 0) + proxies.reduce((acc, p) => acc + cpuNs(p.proc.pid), 0) +
+    cpuNs(rest.proc.pid) + cpuNs(redis.proc.pid) + cpuNs(origin.proc.pid);
   async function waitQuiet() {
     const started = performance.now();
     for (;;) {
       const a = machineCpu();
-      const ourA = Object.values(workers).reduce((acc, w) => acc + cpuNs(w.proc.pid), 0) + cpuNs(rest.proc.pid) + cpuNs(redis.proc.pid) + cpuNs(origin.proc.pid);
+      const ourA = ourCpuNs();
       await sleep(400);
       const b = machineCpu();
-      const ourB = Object.values(workers).reduce((acc, w) => acc + cpuNs(w.proc.pid), 0) + cpuNs(rest.proc.pid) + cpuNs(redis.proc.pid) + cpuNs(origin.proc.pid);
+      const ourB = ourCpuNs();
       const foreign = Math.max(0, b.busyS - a.busyS - (ourB - ourA) / 1e9) / 0.4;
       const waited = performance.now() - started;
       if (foreign < QUIET_CORES || waited > Math.min(quietBudgetMs, QUIET_MAX_WAIT_MS)) {
@@ -471,15 +476,107 @@ async function main() {
   async function measure(w, request, seconds, conns = opts.connections) {
     const quiet = await waitQuiet();
     const before = await snapshot(w);
+    const proxyBefore = w.proxy ? await w.proxy.stats() : null;
     // Runs that stop after a number of answers get a long -d; wrk is ended as soon as they are in.
     const wrk = await runWrk({ root: ROOT, url: w.url, request, seconds: request.stopAfter ? 120 : seconds, threads: conns, connections: conns });
     await sleep(SETTLE_MS); // background work (waitUntil) lands before the counters are read
+    const proxyAfter = w.proxy ? await w.proxy.stats() : null;
     const after = await snapshot(w);
-    return { ...compute(before, after, wrk, conns), quiet, connections: conns };
+    const m = { ...compute(before, after, wrk, conns), quiet, connections: conns };
+    if (proxyBefore) {
+      // Round trips through the Worker's own delay proxy (only its traffic), same denominator.
+      const served = wrk.requests + (wrk.counted_requests !== undefined ? 0 : conns);
+      m.proxy_round_trips_per_req = wrk.requests > 0 ? (proxyAfter.round_trips - proxyBefore.round_trips) / served : null;
+      m.proxy_commands_per_req = wrk.requests > 0 ? (proxyAfter.commands - proxyBefore.commands) / served : null;
+      m.proxy_delay_ms = proxyAfter.delay_ms;
+    }
+    return m;
   }
 
   const nonce = randomBytes(3).toString("hex");
   const withIp = (extra = {}) => ({ "CF-Connecting-IP": IP, ...extra });
+
+  const selected = (id) => !opts.only || opts.only.includes(id);
+  // A net scenario runs under its own id, its delay's group (`net-5ms`) or `net`.
+  const scenarioSelected = (sc) => selected(sc.id) || (sc.net && (selected(netGroup(sc.net.delay_ms)) || selected("net")));
+  // The never-seen-key probe of a delay runs under its group, `net`, or `net-<d>ms-keys`.
+  const netProbeSelected = (d) => selected(netGroup(d)) || selected("net") || selected(`${netGroup(d)}-keys`);
+  const netDelays = NET_DELAYS_MS.filter((d) => netProbeSelected(d) || NET_LOADS.some((l) => NET_CONNECTIONS.some((c) => selected(netId(d, l, c)))));
+
+  // ---------------------------------------------------------------- net: Redis far away
+  // Each net Worker reaches redis-rest through its own delay proxy (so each proxy counts one
+  // Worker's round trips). API keys: one "seen" key, warmed in every net isolate, and a pool of
+  // keys created through the main Tollgate process, which the net isolates have never looked up;
+  // the peer gets them all in its binding map (it resolves keys without Redis).
+  const NET_PROBE_N = opts.quick ? 6 : 20;
+  const net = { seenKey: null, fresh: {}, probes: {} };
+  if (netDelays.length > 0) {
+    const created = async (subject) => (await adminJson(workers.tollgate.url, adminToken, "POST", "/_tollgate/keys", { subject, tier: "BASIC" })).key;
+    net.seenKey = await created("bench-net-seen");
+    const pool = [];
+    for (const d of netDelays) {
+      for (const load of NET_LOADS) {
+        net.fresh[`${d}:${load}`] = [];
+        for (let i = 0; i < NET_PROBE_N; i += 1) {
+          const k = await created(`bench-net-${d}-${load}-${i}`);
+          net.fresh[`${d}:${load}`].push(k);
+          pool.push(k);
+        }
+      }
+    }
+    const peerNetKeys = { ...peerKeys, [net.seenKey]: "BASIC", ...Object.fromEntries(pool.map((k) => [k, "BASIC"])) };
+    const netDefs = {
+      "tollgate-net": { ...defs.tollgate, label: "Tollgate, Redis behind the delay proxy" },
+      "tollgate-noiso-net": { ...defs["tollgate-noiso"], label: "Tollgate, isolate_ttl 0ms, Redis behind the delay proxy" },
+      "peer-net": { ...defs["peer-sliding"], label: "peer, sliding window, Redis behind the delay proxy", bindings: { ...defs["peer-sliding"].bindings, PEER_API_KEYS: JSON.stringify(peerNetKeys) } },
+    };
+    for (const [id, def] of Object.entries(netDefs)) {
+      mkdirSync(path.join(tmp, `proxy-${id}`), { recursive: true });
+      const proxy = await startProxy(ROOT, path.join(tmp, `proxy-${id}`), rest.url);
+      proxies.push(proxy);
+      const w = await startWorkerd({ root: ROOT, name: id, dir: path.join(tmp, `w-${id}`), ...def, bindings: { ...def.bindings, UPSTASH_REDIS_REST_URL: proxy.url } });
+      w.proxy = proxy;
+      workers[id] = w;
+      results.systems[id] = def.label;
+      // Warm (no delay): the seen key, the routes, the hot config entry.
+      const h = { authorization: `Bearer ${net.seenKey}`, "cf-connecting-ip": "198.51.100.90" };
+      for (const p of ["/api/search?q=net", "/api/config/hot-1", "/api/config/hot-1", `/api/config/net-warm-${nonce}-${id}`]) {
+        const r = await fetch(`${w.url}${p}`, { headers: h });
+        await r.arrayBuffer();
+        if (r.status >= 400) results.warnings.push(`${id}: warming ${p} answered ${r.status}`);
+      }
+    }
+    log(`net: ${Object.keys(netDefs).join(", ")} behind their delay proxies; ${pool.length} never-seen keys`);
+  }
+  const netHeaders = () => ({ "CF-Connecting-IP": "198.51.100.90", Authorization: `Bearer ${net.seenKey}` });
+  const netScenarios = [];
+  for (const d of NET_DELAYS_MS) {
+    for (const load of NET_LOADS) {
+      for (const conns of NET_CONNECTIONS) {
+        netScenarios.push({
+          id: netId(d, load, conns),
+          net: { delay_ms: d, load, connections: conns },
+          title: `Redis ${d} ms away: ${load}, ${conns} connection${conns > 1 ? "s" : ""}, a seen API key`,
+          what: `As ${load === "miss" ? "miss with the origin answering at once" : load}, every Redis round trip delayed ${d} ms by the delay proxy in front of redis-rest (one proxy per Worker). Caller: one API key (BASIC) already seen by the isolate. wrk with ${conns} connection(s).`,
+          systems: NET_SYSTEMS[load],
+          connections: conns,
+          rounds: Math.min(opts.rounds, 2),
+          seconds: Math.min(opts.seconds, 3),
+          warmup: false,
+          expect: load === "proxied" ? "2xx" : load === "miss" ? "MISS" : "HIT",
+          before: async (sys) => {
+            await workers[sys].proxy.settings({ delay_ms: d });
+          },
+          request: (sys, round) =>
+            load === "proxied"
+              ? { mode: "fixed", method: "GET", path: "/api/search?q=net", headers: netHeaders() }
+              : load === "hit-redis"
+                ? { mode: "fixed", method: "GET", path: "/api/config/hot-1", headers: netHeaders() }
+                : { mode: "unique", method: "GET", path: `/api/config/net-${nonce}-${sys}-${d}-c${conns}-${round}-`, headers: netHeaders() },
+        });
+      }
+    }
+  }
 
   /**
    * Scenario definitions. `request(sysId, round)` gives the wrk request of one run; `prime` runs
@@ -609,11 +706,11 @@ async function main() {
       rounds: 1,
       request: () => ({ mode: "fixed", method: "GET", path: "/api/search?q=bench", headers: withIp({ "X-Bench": "t50" }) }),
     },
+    ...netScenarios,
   ];
 
-  const selected = (id) => !opts.only || opts.only.includes(id);
   for (const sc of scenarios) {
-    if (!selected(sc.id)) continue;
+    if (!scenarioSelected(sc)) continue;
     const tSc = performance.now();
     log(`scenario ${sc.id}: ${sc.systems.join(", ")}`);
     if (sc.origin) await origin.settings(sc.origin);
@@ -639,11 +736,45 @@ async function main() {
           checkExpectation(sc, sys, m);
         }
       }
-      results.scenarios[sc.id] = { title: sc.title, what: sc.what, systems: sc.systems, connections: sc.connections ?? opts.connections, rounds, summary: summarize(rounds), seconds: Math.round((performance.now() - tSc) / 100) / 10 };
+      results.scenarios[sc.id] = { title: sc.title, what: sc.what, ...(sc.net ? { net: sc.net } : {}), systems: sc.systems, connections: sc.connections ?? opts.connections, rounds, summary: summarize(rounds), seconds: Math.round((performance.now() - tSc) / 100) / 10 };
     } finally {
       if (sc.origin) await origin.settings({ delay_ms: 0 });
     }
   }
+
+  // ---------------------------------------------------------------- net: never-seen API keys
+  // One request at a time from Node: a key this isolate has never seen (one per request), then
+  // the same kind of request with the seen key; round trips counted by the Worker's proxy.
+  for (const d of netDelays.filter(netProbeSelected)) {
+    const group = netGroup(d);
+    log(`scenario ${group}-keys: never-seen vs seen API keys, ${NET_PROBE_N} each, one at a time`);
+    const out = {};
+    for (const load of NET_LOADS) {
+      out[load] = {};
+      for (const sys of NET_SYSTEMS[load]) {
+        const w = workers[sys];
+        await w.proxy.settings({ delay_ms: d });
+        out[load][sys] = await probeKeys({
+          url: w.url,
+          proxy: w.proxy,
+          freshKeys: net.fresh[`${d}:${load}`],
+          seenKey: net.seenKey,
+          settleMs: Math.round(d * 1.5) + 30,
+          pathFor: (i, seen) =>
+            load === "proxied" ? "/api/search?q=net" : load === "hit-redis" ? "/api/config/hot-1" : `/api/config/net-keys-${nonce}-${sys}-${d}-${seen ? "s" : "n"}-${i}`,
+        });
+        const r = out[load][sys];
+        log(`  ${group}-keys ${load.padEnd(9)} ${sys.padEnd(18)} never-seen p50 ${r.never_seen.p50_ms.toFixed(1)} ms, ${r.never_seen.round_trips_per_req.toFixed(2)} RT/req; seen p50 ${r.seen.p50_ms.toFixed(1)} ms, ${r.seen.round_trips_per_req.toFixed(2)} RT/req`);
+        for (const [kind, k] of Object.entries(r)) {
+          const bad = Object.entries(k.status).filter(([st]) => Number(st) >= 400);
+          if (bad.length) results.warnings.push(`${group}-keys ${load} ${sys} ${kind}: answers ${JSON.stringify(k.status)}`);
+        }
+        await w.proxy.settings({ delay_ms: 0 });
+      }
+    }
+    net.probes[d] = out;
+  }
+  if (Object.keys(net.probes).length > 0) results.net_keys = { samples: NET_PROBE_N, delays_ms: Object.keys(net.probes).map(Number), by_delay: net.probes };
 
   // ---------------------------------------------------------------- stampede
   if (selected("stampede")) {
@@ -783,6 +914,8 @@ function summarize(rounds) {
       redis_cmds_per_req: f((m) => m.redis_cmds_per_req),
       redis_server_cmds_per_req: f((m) => m.redis_server_cmds_per_req),
       origin_per_req: f((m) => m.origin_per_req),
+      proxy_round_trips_per_req: f((m) => m.proxy_round_trips_per_req),
+      proxy_commands_per_req: f((m) => m.proxy_commands_per_req),
       cpu_workerd_us_per_req: f((m) => m.cpu_us_per_req.workerd),
       cpu_redis_rest_us_per_req: f((m) => m.cpu_us_per_req.redis_rest),
       cpu_redis_server_us_per_req: f((m) => m.cpu_us_per_req.redis_server),

@@ -148,14 +148,23 @@ async fn decide<P: Platform>(
     target: Option<&CacheTarget>,
     routed: &Routed<'_>,
 ) -> Result<Verdict, GateError> {
-    let local = |mode| Verdict { decision: Some(check_local(services, check)), read: None, mode, timing: Vec::new() };
+    let local = |mode| {
+        let decision = check_local(services, check);
+        if mode == LimitMode::Local && decision.is_allowed() {
+            services.limits.owe(check.subject_hash, check.cost.get());
+        }
+        Verdict { decision: Some(decision), read: None, mode, timing: Vec::new() }
+    };
     let Some(redis) = &services.redis else { return Ok(local(LimitMode::Memory)) };
     let read = match (&services.cache, target) {
         (Some(cache), Some(t)) => Some(cache.read_keys(t)),
         _ => None,
     };
-    let started = services.clock.now_ms();
     let remote = RemoteLimiter::new(redis, &services.keys);
+    if let Some(debt) = services.limits.take_debt(check.subject_hash) {
+        pay_debt(&remote, check, debt).await;
+    }
+    let started = services.clock.now_ms();
     let result = match &read {
         Some(keys) => remote.check_and_read(check, keys).await,
         None => remote.check(check, None).await,
@@ -178,6 +187,17 @@ async fn decide<P: Platform>(
             FailurePolicy::Local => Ok(local(LimitMode::Local)),
         },
     }
+}
+
+/// Charges Redis what the fallback admitted for this caller while Redis failed, before the
+/// caller's next check there, so the switch back does not hand out the same units twice. The
+/// fallback admitted at most what Redis last said remained, so the charge fits unless other
+/// isolates spent those units meanwhile (then the all-or-nothing check charges nothing: that is
+/// the overshoot bound). One more command, once per caller after an outage.
+async fn pay_debt<T: crate::redis::Transport>(remote: &RemoteLimiter<'_, T>, check: &Check<'_>, debt: u32) {
+    let Some(cost) = NonZeroU32::new(debt) else { return };
+    let charge = Check { cost, mode: Mode::Consume, usage: None, concurrency: None, ..*check };
+    let _ = remote.check(&charge, None).await;
 }
 
 /// The same check in this isolate only, held to what Redis last said remained.

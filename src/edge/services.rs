@@ -61,6 +61,8 @@ pub struct LocalLimits {
     pub memory: RefCell<MemoryLimiter>,
     last_seen: RefCell<HashMap<String, Decision>>,
     seeds: RefCell<HashMap<(String, String), Seed>>,
+    /// Requests each caller was admitted here while Redis failed, not yet charged to Redis.
+    debts: RefCell<HashMap<String, u32>>,
 }
 
 impl LocalLimits {
@@ -70,7 +72,23 @@ impl LocalLimits {
             memory: RefCell::new(MemoryLimiter::new(crate::limiter::capacity::MEMORY_LIMITER)),
             last_seen: RefCell::new(HashMap::new()),
             seeds: RefCell::new(HashMap::new()),
+            debts: RefCell::new(HashMap::new()),
         }
+    }
+
+    /// Notes `cost` units admitted for `subject_hash` by the fallback, owed to Redis.
+    pub fn owe(&self, subject_hash: &str, cost: u32) {
+        let mut debts = self.debts.borrow_mut();
+        if debts.len() >= SEED_CAPACITY && !debts.contains_key(subject_hash) {
+            return;
+        }
+        let debt = debts.entry(subject_hash.to_owned()).or_default();
+        *debt = debt.saturating_add(cost);
+    }
+
+    /// Takes what `subject_hash` owes Redis, if anything.
+    pub fn take_debt(&self, subject_hash: &str) -> Option<u32> {
+        self.debts.borrow_mut().remove(subject_hash).filter(|&d| d > 0)
     }
 
     /// Notes what Redis decided for `subject_hash`: each limit's remaining units until its reset.

@@ -56,3 +56,18 @@ fn the_fallback_starts_from_what_redis_last_said_remained() {
     let over = w.answer(from_ip("GET", "/x", caller));
     assert_eq!(over.status, 429, "3 per hour across the switch, not 3 more");
 }
+
+#[test]
+fn what_the_fallback_admitted_is_charged_to_redis_when_it_answers_again() {
+    let w = World::new(true);
+    let caller = "198.51.100.60";
+    assert_eq!(w.answer(from_ip("GET", "/x", caller)).header("x-ratelimit-remaining"), Some("2"));
+    w.redis.down.set(true);
+    assert_eq!(w.answer(from_ip("GET", "/x", caller)).header("x-tollgate-mode"), Some("local"));
+    w.redis.down.set(false);
+    w.clock.advance(6_000); // past the breaker's cooldown
+    let back = w.answer(from_ip("GET", "/x", caller));
+    assert_eq!((back.status, back.header("x-tollgate-mode")), (0, Some("redis")));
+    assert_eq!(back.header("x-ratelimit-remaining"), Some("0"), "the local admission was charged first");
+    assert_eq!(w.answer(from_ip("GET", "/x", caller)).status, 429, "3 per hour across the outage");
+}
