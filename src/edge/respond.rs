@@ -10,6 +10,7 @@ use crate::policy::CorsSettings;
 use super::aftercare::Aftercare;
 use super::cors;
 use super::error::GateError;
+use super::events::EventsPlan;
 use super::http::{EdgeRequest, EdgeResponse};
 use super::problem::{Problem, ProblemKind};
 use super::proxy;
@@ -47,6 +48,9 @@ pub enum Outcome {
     /// Stream the request to the origin and its answer back (see [`ProxyPlan`]); boxed, it is
     /// the larger by far.
     Proxy(Box<ProxyPlan>),
+    /// Open a Redis subscription and stream its events, re-framed, to the client (see
+    /// [`EventsPlan`]).
+    Events(EventsPlan),
 }
 
 /// A handled request: what to answer, and what to run afterwards.

@@ -18,7 +18,7 @@ use super::cors;
 use super::error::GateError;
 use super::gate;
 use super::http::{EdgeRequest, EdgeResponse};
-use super::respond::Handled;
+use super::respond::{Handled, Outcome};
 use super::services::{Platform, Services};
 
 /// The edge of one isolate for one configuration.
@@ -92,9 +92,13 @@ impl<P: Platform> Edge<P> {
         } else if req.path == "/_tollgate" {
             Handled::respond(EdgeResponse::new(308).with_header("location", "/_tollgate/"))
         } else if req.path.starts_with("/_tollgate/") {
-            let mut resp = admin::handle(services, &req).await;
-            cors::decorate(&services.config.policy.cors, &req, &mut resp);
-            Handled::respond(resp)
+            let mut outcome = admin::handle(services, &req).await;
+            match &mut outcome {
+                Outcome::Respond(resp) => cors::decorate(&services.config.policy.cors, &req, resp),
+                Outcome::Events(plan) => cors::decorate(&services.config.policy.cors, &req, &mut plan.head),
+                Outcome::Proxy(_) => {}
+            }
+            Handled { outcome, background: Vec::new() }
         } else {
             gate::gated(services, req).await
         };
@@ -176,6 +180,7 @@ mod tests {
                     let cache = plan.response_headers.iter().find(|(n, _)| n == "x-cache").map(|(_, v)| v.clone());
                     (0, format!("{} {}", plan.url, cache.unwrap_or_default()))
                 }
+                Outcome::Events(plan) => (plan.head.status, String::new()),
             }
         }
     }

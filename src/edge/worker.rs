@@ -1,10 +1,12 @@
 //! The wasm32 glue: `#[event]` handlers that turn `worker` types into the gate's plain values and
-//! back, the origin over `fetch`, timers, and the streaming proxy. Nothing here decides anything.
+//! back, the origin over `fetch`, timers, the streaming proxy and the event stream. Nothing here
+//! decides anything.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
 use futures::future::{select, Either};
+use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use worker::{event, Context, Env, ScheduleContext, ScheduledEvent};
 
@@ -13,9 +15,10 @@ use crate::clock::{Clock, Sleeper, SystemClock, SystemRandom, Timer};
 use crate::edge::aftercare::Aftercare;
 use crate::edge::body::{check_declared, BodyRefusal, CappedBody};
 use crate::edge::config::Config;
+use crate::edge::events::{KEEPALIVE, KEEPALIVE_MS};
 use crate::edge::http::{split_url, EdgeRequest, EdgeResponse};
 use crate::edge::problem::{Problem, ProblemKind};
-use crate::edge::{Background, Edge, Outcome, Platform, ProxyPlan, Services};
+use crate::edge::{Background, Edge, EventsPlan, Outcome, Platform, ProxyPlan, Services};
 use crate::identity::web::{FetchKeySource, WebCryptoVerifier};
 use crate::limiter::UsageMeter;
 use crate::redis::{BudgetConfig, FetchTransport};
@@ -152,6 +155,7 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
             }
             Ok(resp)
         }
+        Outcome::Events(plan) => stream_events(plan).await,
     }
 }
 
@@ -367,6 +371,68 @@ async fn metered_pump(
     let _ = if complete { writer.close() } else { writer.abort() };
     let reported = meter.and_then(|m| if complete { m.finish() } else { m.so_far() });
     aftercare.finish(reported).await;
+}
+
+/// Opens the subscription of `plan` on Redis and streams its events to the client through the
+/// plan's re-framer. When the client goes away the runtime cancels the answer's body, and the
+/// pipe cancels the subscription's body in turn, which closes the connection to Redis.
+async fn stream_events(plan: EventsPlan) -> worker::Result<web_sys::Response> {
+    let unavailable = |detail: String| to_response(Problem::new(ProblemKind::RedisUnavailable, detail).to_response());
+    let init = web_sys::RequestInit::new();
+    init.set_method("GET");
+    let headers = web_sys::Headers::new()?;
+    for (name, value) in &plan.request_headers {
+        headers.append(name, value)?;
+    }
+    init.set_headers(&headers);
+    let Ok(upstream) = web_sys::Request::new_with_str_and_init(&plan.url, &init) else {
+        return unavailable("the Redis subscription URL could not be built".to_owned());
+    };
+    let promise = js_sys::global().unchecked_into::<web_sys::WorkerGlobalScope>().fetch_with_request(&upstream);
+    let resp: web_sys::Response = match wasm_bindgen_futures::JsFuture::from(promise).await.and_then(|v| v.dyn_into()) {
+        Ok(r) => r,
+        Err(_) => return unavailable("the event subscription could not reach Redis".to_owned()),
+    };
+    let body = match resp.body() {
+        Some(body) if resp.ok() => body,
+        _ => return unavailable(format!("Redis refused the event subscription ({})", resp.status())),
+    };
+    let reframer = RefCell::new(plan.reframer());
+    let transform =
+        Closure::<dyn FnMut(JsValue, web_sys::TransformStreamDefaultController) -> Result<(), JsValue>>::new(
+            move |chunk: JsValue, controller: web_sys::TransformStreamDefaultController| {
+                let out = reframer.borrow_mut().push(&js_sys::Uint8Array::new(&chunk).to_vec());
+                if out.is_empty() {
+                    return Ok(());
+                }
+                controller.enqueue_with_chunk(&js_sys::Uint8Array::from(out.as_slice()).into())
+            },
+        );
+    // A keep-alive of the Worker's own, until the stream is closed or its client gone (then the
+    // enqueue throws); the write is also how the runtime notices a client that left.
+    let start = Closure::once_into_js(move |controller: web_sys::TransformStreamDefaultController| {
+        wasm_bindgen_futures::spawn_local(async move {
+            loop {
+                Timer::after(KEEPALIVE_MS).await;
+                if controller.enqueue_with_chunk(&js_sys::Uint8Array::from(KEEPALIVE).into()).is_err() {
+                    break;
+                }
+            }
+        });
+    });
+    let transformer = web_sys::Transformer::new();
+    transformer.set_start(start.unchecked_ref());
+    transformer.set_transform(transform.into_js_value().unchecked_ref());
+    let stream = web_sys::TransformStream::new_with_transformer(&transformer)?;
+    let events = body.pipe_through(stream.unchecked_ref());
+    let resp_headers = web_sys::Headers::new()?;
+    for (name, value) in &plan.head.headers {
+        resp_headers.append(name, value)?;
+    }
+    let resp_init = web_sys::ResponseInit::new();
+    resp_init.set_status(plan.head.status);
+    resp_init.set_headers(&resp_headers);
+    Ok(web_sys::Response::new_with_opt_readable_stream_and_init(Some(&events), &resp_init)?)
 }
 
 /// The name/value pairs of a `Headers` object, in order.

@@ -218,6 +218,23 @@ test("the admin token shows live stats per route and tier, and health", async ()
   await page.screenshot({ path: path.join(SCREENSHOTS, "dashboard.png"), fullPage: true });
 });
 
+test("the live events panel shows an invalidation within a second, without the Redis token", async () => {
+  await page.locator("#events-status", { hasText: "listening" }).waitFor({ timeout: 10_000 });
+  const asked = Date.now();
+  const res = await stack.fetch("/_tollgate/invalidate", {
+    method: "POST",
+    headers: { authorization: `Bearer ${stack.adminToken}`, "content-type": "application/json" },
+    body: JSON.stringify({ tag: "config" }),
+  });
+  assert.equal(res.status, 200);
+  await res.arrayBuffer();
+  const item = page.locator('#events-list li[data-kind="invalidation"]').first();
+  await item.waitFor({ timeout: 1000 - (Date.now() - asked) });
+  assert.match(await item.textContent(), /invalidation tag config: deleted \d+/);
+  const html = await page.content();
+  assert.ok(!html.includes(stack.redisRest.token), "the Redis token never reaches the page");
+});
+
 test("every form control has a label and ids are unique", async () => {
   const report = await page.evaluate(() => {
     const unlabeled = [...document.querySelectorAll("input, select, textarea")]

@@ -495,6 +495,7 @@ function stopPolling() {
 
 function disconnect(message, state = "idle") {
   stopPolling();
+  stopEvents();
   admin.generation += 1;
   admin.connected = false;
   admin.panels.hidden = true;
@@ -506,6 +507,7 @@ function connect(token) {
   storeToken(token);
   clearAdminError();
   stopPolling();
+  stopEvents();
   admin.generation += 1;
   admin.previous = null;
   admin.hitRates = [];
@@ -576,6 +578,7 @@ async function poll(generation) {
   clearAdminError();
   admin.connected = true;
   admin.panels.hidden = false;
+  if (events.startedFor !== generation) startEvents(generation, token);
   setStatus(
     admin.status,
     failed ? `Stats failed: ${failed}; retrying.` : `Connected; updated ${formatClock(Date.now())}, every ${POLL_MS / 1000} s.`,
@@ -809,6 +812,138 @@ async function refreshPublicHealth() {
     }
   }
   if (!document.hidden) publicHealthTimer = setTimeout(refreshPublicHealth, PUBLIC_HEALTH_MS);
+}
+
+// ---------------------------------------------------------------------------------------------
+// 4. Admin: live events (GET /_tollgate/events). EventSource cannot send the admin token, so the
+// stream is read with fetch and a stream reader; the Redis token never reaches the page.
+
+const EVENTS_KEPT = 50;
+const EVENTS_RETRY_MS = 5000;
+// An event's own time, Unix ms: invalidations' at_ms, quota warnings' time.
+const TIME_FIELDS = ["at_ms", "time"];
+const events = { controller: null, retry: null, startedFor: null };
+
+function stopEvents() {
+  clearTimeout(events.retry);
+  events.retry = null;
+  events.controller?.abort();
+  events.controller = null;
+}
+
+function eventSummary(kind, data) {
+  if (data === null || typeof data !== "object") return JSON.stringify(data);
+  if (kind === "invalidation") {
+    const generation = data.generation === undefined ? "" : `, generation ${data.generation}`;
+    return `${data.kind ?? "?"} ${data.target ?? ""}: deleted ${data.deleted ?? "?"}${generation}`;
+  }
+  const named = data.subject ?? data.subject_hash;
+  const subject = typeof named === "string" && named.length > 12 ? `${named.slice(0, 12)}…` : named;
+  const rest = Object.entries(data)
+    .filter(([k]) => !TIME_FIELDS.includes(k) && k !== "subject" && (data.subject !== undefined || k !== "subject_hash"))
+    .map(([k, v]) => `${k}=${typeof v === "object" ? JSON.stringify(v) : v}`);
+  return [subject, ...rest].filter((part) => part !== undefined).join(" ");
+}
+
+function showEvent(kind, data) {
+  const item = document.createElement("li");
+  item.dataset.kind = kind;
+  const time = document.createElement("time");
+  const at = TIME_FIELDS.map((k) => data?.[k]).find((v) => typeof v === "number") ?? Date.now();
+  time.dateTime = new Date(at).toISOString();
+  time.textContent = formatClock(at);
+  const label = document.createElement("span");
+  label.className = "event-kind";
+  label.textContent = kind;
+  const text = document.createElement("span");
+  text.textContent = eventSummary(kind, data);
+  item.append(time, " ", label, " ", text);
+  const list = $("events-list");
+  list.prepend(item);
+  while (list.children.length > EVENTS_KEPT) list.lastElementChild.remove();
+  $("events-empty").hidden = true;
+}
+
+/** Parses one server-sent event block into [name, data]. */
+function parseEventBlock(block) {
+  let name = "message";
+  const data = [];
+  for (const line of block.split(/\r?\n/)) {
+    if (line.startsWith("event:")) name = line.slice(6).trim();
+    else if (line.startsWith("data:")) data.push(line.slice(5).replace(/^ /, ""));
+  }
+  if (data.length === 0) return null;
+  const text = data.join("\n");
+  try {
+    return [name, JSON.parse(text)];
+  } catch {
+    return [name, text];
+  }
+}
+
+async function startEvents(generation, token) {
+  stopEvents();
+  events.startedFor = generation;
+  const controller = new AbortController();
+  events.controller = controller;
+  const status = $("events-status");
+  const retry = (message) => {
+    if (generation !== admin.generation || events.controller !== controller) return;
+    events.controller = null;
+    status.textContent = `${message}; retrying in ${EVENTS_RETRY_MS / 1000} s`;
+    events.retry = setTimeout(() => startEvents(generation, token), EVENTS_RETRY_MS);
+  };
+  status.textContent = "connecting…";
+  let res;
+  try {
+    res = await fetch("/_tollgate/events", {
+      headers: { authorization: `Bearer ${token}`, accept: "text/event-stream" },
+      cache: "no-store",
+      signal: controller.signal,
+    });
+  } catch (err) {
+    if (!controller.signal.aborted) retry(`cannot reach the Worker (${err.message})`);
+    return;
+  }
+  if (!res.ok) {
+    const problem = await readProblem(res);
+    if (res.status === 503 && /redis-required/.test(problem.raw ?? "")) {
+      status.textContent = "not available: Tollgate runs in memory mode";
+      events.controller = null;
+      return;
+    }
+    retry(problemText(res.status, problem));
+    return;
+  }
+  const reader = res.body.getReader();
+  const decoder = new TextDecoder();
+  let buffer = "";
+  try {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) break;
+      buffer += decoder.decode(value, { stream: true });
+      let end;
+      while ((end = buffer.search(/\r?\n\r?\n/)) >= 0) {
+        const block = buffer.slice(0, end);
+        buffer = buffer.slice(end).replace(/^\r?\n\r?\n/, "");
+        const event = parseEventBlock(block);
+        if (!event) continue;
+        const [name, data] = event;
+        if (name === "ready") {
+          status.textContent = `listening: ${(data?.channels ?? []).join(", ")}`;
+          status.dataset.state = "ok";
+        } else {
+          showEvent(name, data);
+        }
+      }
+    }
+  } catch (err) {
+    if (controller.signal.aborted) return;
+    retry(`stream failed (${err.message})`);
+    return;
+  }
+  retry("the stream ended");
 }
 
 // ---------------------------------------------------------------------------------------------

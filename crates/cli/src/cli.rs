@@ -92,12 +92,20 @@ pub enum Command {
 #[derive(Debug, Args)]
 pub struct MonitorArgs {
     /// Stop after this many samples (default: until Ctrl-C).
-    #[arg(long, value_name = "N")]
+    #[arg(long, value_name = "N", conflicts_with = "events")]
     pub count: Option<NonZeroU64>,
 
     /// Time between samples.
     #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_positive_duration)]
     pub interval: Duration,
+
+    /// Show Tollgate's events live instead (invalidations, quota warnings), one line each.
+    #[arg(long)]
+    pub events: bool,
+
+    /// With --events: only these channels, comma-separated (invalidation, quota_warning).
+    #[arg(long, requires = "events", value_name = "LIST", value_parser = non_empty)]
+    pub channels: Option<String>,
 }
 
 #[derive(Debug, Args)]

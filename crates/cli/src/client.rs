@@ -45,6 +45,7 @@ impl Reply {
 pub struct AdminClient {
     base: String,
     token: Option<String>,
+    timeout: Duration,
     agent: ureq::Agent,
 }
 
@@ -57,7 +58,12 @@ impl AdminClient {
             .timeout_global(Some(timeout))
             .user_agent(concat!("tollgate-cli/", env!("CARGO_PKG_VERSION")))
             .build();
-        Ok(Self { base, token: token.filter(|t| !t.is_empty()), agent: config.new_agent() })
+        Ok(Self { base, token: token.filter(|t| !t.is_empty()), timeout, agent: config.new_agent() })
+    }
+
+    /// The Worker's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     /// True when an admin token was configured.
@@ -125,6 +131,30 @@ impl AdminClient {
     /// `GET path`, 2xx only.
     pub fn get(&self, path: &str) -> Result<Reply, CliError> {
         self.send(Method::Get, path, None)
+    }
+
+    /// Opens `GET path` as an event stream: connecting and the reply's head are bounded by the
+    /// timeout, the stream itself is not. A non-2xx reply is an error like [`Self::send`]'s.
+    pub fn open_stream(&self, path: &str) -> Result<ureq::BodyReader<'static>, CliError> {
+        let config = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_connect(Some(self.timeout))
+            .timeout_recv_response(Some(self.timeout))
+            .user_agent(concat!("tollgate-cli/", env!("CARGO_PKG_VERSION")))
+            .build();
+        let agent = config.new_agent();
+        let mut request = agent.get(&format!("{}{path}", self.base)).header("accept", "text/event-stream");
+        if let Some(token) = &self.token {
+            request = request.header("authorization", &format!("Bearer {token}"));
+        }
+        let mut response = request.call().map_err(|e| self.network_error(e))?;
+        let status = response.status().as_u16();
+        if !(200..300).contains(&status) {
+            let text = response.body_mut().with_config().limit(MAX_BODY).read_to_string().unwrap_or_default();
+            let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            check_status(status, &body)?;
+        }
+        Ok(response.into_body().into_reader())
     }
 
     fn network_error(&self, e: ureq::Error) -> CliError {
@@ -197,7 +227,8 @@ pub fn describe_transport_error(e: &ureq::Error) -> String {
     }
 }
 
-fn describe_io_error(e: &io::Error) -> String {
+/// A short reason for an I/O failure on the connection.
+pub fn describe_io_error(e: &io::Error) -> String {
     match e.kind() {
         io::ErrorKind::ConnectionRefused => "connection refused".to_owned(),
         io::ErrorKind::ConnectionReset => "connection reset".to_owned(),

@@ -1,9 +1,10 @@
 //! The admin API under `/_tollgate/` (contract: `docs/admin-api.md`): health, stats, cache
-//! (invalidation, warming), API keys and per-subject limits, one file per concern. Bearer
-//! `TOLLGATE_ADMIN_TOKEN`, compared in constant time; without it only the public part of
-//! `health` (and the caller's own `/me`) exists.
+//! (invalidation, warming), the live event stream, API keys and per-subject limits, one file per
+//! concern. Bearer `TOLLGATE_ADMIN_TOKEN`, compared in constant time; without it only the public
+//! part of `health` (and the caller's own `/me`) exists.
 
 mod cache;
+mod events;
 mod health;
 mod keys;
 mod limits;
@@ -16,6 +17,7 @@ use subtle::ConstantTimeEq;
 
 use super::error::AdminError;
 use super::http::{EdgeRequest, EdgeResponse};
+use super::respond::Outcome;
 use super::services::{Platform, Services};
 
 /// Longest subject accepted by the admin API, bytes.
@@ -23,17 +25,17 @@ const MAX_SUBJECT: usize = 256;
 
 type AdminResult = Result<EdgeResponse, AdminError>;
 
-/// Answers one `/_tollgate/…` request.
-pub async fn handle<P: Platform>(services: &Services<P>, req: &EdgeRequest) -> EdgeResponse {
+/// Answers one `/_tollgate/…` request: a response, or the event stream to open.
+pub async fn handle<P: Platform>(services: &Services<P>, req: &EdgeRequest) -> Outcome {
     let path = req.path.trim_start_matches("/_tollgate/");
     let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
 
     if segments == ["health"] && req.method == "GET" {
         let authorized = services.config.admin_token.is_some() && authorized(services, req);
-        return health::health(services, authorized).await;
+        return Outcome::Respond(health::health(services, authorized).await);
     }
     if segments == ["me"] && req.method == "GET" {
-        return limits::me(services, req).await.unwrap_or_else(|e| e.problem().to_response());
+        return Outcome::Respond(limits::me(services, req).await.unwrap_or_else(|e| e.problem().to_response()));
     }
     let who = crate::identity::client_ip::ip_group(
         req.header(crate::identity::client_ip::HEADER),
@@ -48,9 +50,16 @@ pub async fn handle<P: Platform>(services: &Services<P>, req: &EdgeRequest) -> E
             services.admin_failures.borrow_mut().failed(&who, now);
             Err(AdminError::Unauthorized)
         }
+        (true, None, true) if segments == ["events"] && req.method == "GET" => {
+            return events::open(services, req)
+                .map_or_else(|e| Outcome::Respond(no_store(e.problem().to_response())), Outcome::Events);
+        }
         (true, None, true) => route(services, req, &segments).await,
     };
-    let mut resp = result.unwrap_or_else(|e| e.problem().to_response());
+    Outcome::Respond(no_store(result.unwrap_or_else(|e| e.problem().to_response())))
+}
+
+fn no_store(mut resp: EdgeResponse) -> EdgeResponse {
     resp.set_header("cache-control", "no-store");
     resp
 }
@@ -69,7 +78,7 @@ async fn route<P: Platform>(services: &Services<P>, req: &EdgeRequest, segments:
         }
         ("PUT", ["limits", subject]) => limits::set_override(services, subject, req).await,
         ("DELETE", ["limits", subject]) => limits::reset(services, subject).await,
-        (_, ["stats" | "invalidate" | "warm" | "keys" | "limits" | "health" | "me", ..]) => {
+        (_, ["stats" | "invalidate" | "warm" | "events" | "keys" | "limits" | "health" | "me", ..]) => {
             Err(AdminError::MethodNotAllowed(format!("{} is not supported on {}", req.method, req.path)))
         }
         _ => Err(AdminError::NotFound(format!("no admin endpoint at {}", req.path))),

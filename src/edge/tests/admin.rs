@@ -39,3 +39,32 @@ fn stats_count_what_the_gate_decided_and_what_reached_redis() {
     let text = stats.to_string();
     assert!(text.contains("\"allowed\":3") && text.contains("\"denied\":1"), "{text}");
 }
+
+#[test]
+fn the_event_stream_is_a_subscription_to_tollgates_channels_with_the_workers_credentials() {
+    let w = World::new(true);
+    let req = EdgeRequest::new("GET", "/_tollgate/events?channels=invalidation")
+        .with_header("authorization", &format!("Bearer {ADMIN}"));
+    let Outcome::Events(plan) = w.send(req).outcome else { panic!("an event stream") };
+    assert_eq!(plan.url, "http://redis.test/subscribe/system:cache_invalidation");
+    assert!(plan.request_headers.contains(&("authorization".to_owned(), "Bearer t".to_owned())));
+    assert_eq!((plan.head.status, plan.head.header("content-type")), (200, Some("text/event-stream; charset=utf-8")));
+    let all = w.admin("GET", "/_tollgate/events", "");
+    assert_eq!(all.header("cache-control"), Some("no-store"));
+}
+
+#[test]
+fn the_event_stream_needs_the_token_tollgates_channels_and_redis() {
+    let w = World::new(true);
+    let none = w.answer(EdgeRequest::new("GET", "/_tollgate/events"));
+    assert_eq!(none.status, 401);
+    let wrong =
+        w.answer(EdgeRequest::new("GET", "/_tollgate/events").with_header("authorization", "Bearer admin-tokenX"));
+    assert_eq!(wrong.status, 401);
+    let other = w.admin("GET", "/_tollgate/events?channels=system:*", "");
+    assert_eq!(other.status, 400);
+    assert!(String::from_utf8_lossy(&other.body).contains("channels: unknown channel"));
+    assert_eq!(w.admin("POST", "/_tollgate/events", "").status, 405);
+    let memory = World::new(false).admin("GET", "/_tollgate/events", "");
+    assert_eq!((memory.status, memory.header("content-type")), (503, Some("application/problem+json")));
+}

@@ -82,6 +82,7 @@ impl IdWorld {
         match self.send(req).outcome {
             Outcome::Proxy(plan) => Ok(plan.request_headers),
             Outcome::Respond(resp) => Err(resp),
+            Outcome::Events(plan) => Err(plan.head),
         }
     }
 }

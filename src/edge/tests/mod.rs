@@ -120,6 +120,7 @@ fn answer_of(handled: Handled) -> EdgeResponse {
     match handled.outcome {
         Outcome::Respond(resp) => resp,
         Outcome::Proxy(plan) => EdgeResponse { status: 0, headers: plan.response_headers, body: Vec::new() },
+        Outcome::Events(plan) => plan.head,
     }
 }
 

@@ -1,6 +1,7 @@
 //! One module per command; each returns the [`Exit`] it ends with or a [`CliError`].
 
 mod check_config;
+mod events;
 mod health;
 mod invalidate;
 mod keys;

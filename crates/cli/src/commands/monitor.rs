@@ -1,6 +1,7 @@
 //! `tollgate monitor`: like `redis-cli --stat`, one line per interval with what changed since the
 //! last one. Lines are appended, never redrawn, so it works in a pipe and a log; Ctrl-C ends it
-//! cleanly (a second Ctrl-C ends it at once).
+//! cleanly (a second Ctrl-C ends it at once). `--events` streams Tollgate's events instead
+//! ([`super::events`]).
 
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -99,16 +100,11 @@ pub fn line(s: &Sample, style: Style) -> String {
 }
 
 pub fn run(ctx: &Context, args: &MonitorArgs) -> Result<Exit, CliError> {
-    let client = ctx.admin()?;
-    let stop = Arc::new(AtomicBool::new(false));
-    for signal in [SIGINT, SIGTERM] {
-        // The first signal sets the flag; a second one, with the flag already set, exits at once.
-        let hooks = signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
-            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)));
-        if let Err(e) = hooks {
-            return Err(CliError::Output(e));
-        }
+    let stop = stop_flag()?;
+    if args.events {
+        return super::events::run(ctx, args.channels.as_deref(), &stop);
     }
+    let client = ctx.admin()?;
     let terminal = std::io::stdout().is_terminal();
 
     let mut prev = fetch_stats(&client)?;
@@ -143,6 +139,17 @@ pub fn run(ctx: &Context, args: &MonitorArgs) -> Result<Exit, CliError> {
         }
     }
     Ok(Exit::Ok)
+}
+
+/// A flag Ctrl-C (or SIGTERM) sets; a second signal, with the flag already set, exits at once.
+fn stop_flag() -> Result<Arc<AtomicBool>, CliError> {
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [SIGINT, SIGTERM] {
+        signal_hook::flag::register_conditional_shutdown(signal, 130, Arc::clone(&stop))
+            .and_then(|_| signal_hook::flag::register(signal, Arc::clone(&stop)))
+            .map_err(CliError::Output)?;
+    }
+    Ok(stop)
 }
 
 fn fetch_stats(client: &AdminClient) -> Result<Stats, CliError> {
