@@ -9,7 +9,7 @@ use crate::limiter::{release_script, settle_script, Check, Decision, Release, Se
 use crate::policy::{Limit, UsageSource};
 use crate::redis::Entry;
 
-use super::respond::LimitMode;
+use super::mode::LimitMode;
 use super::services::{Background, Platform, Services};
 
 /// The debt of one request: run [`Aftercare::finish`] with the usage its answer reported.

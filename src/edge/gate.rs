@@ -10,12 +10,13 @@ use std::rc::Rc;
 
 use crate::cache::{self, CacheTarget, OriginRequest, Served};
 use crate::identity::CallerKind;
-use crate::limiter::{Check, Decision, FillLock, Mode, RemoteLimiter, Reservation, Slot};
+use crate::limiter::{Check, Decision, Mode, Reservation, Slot};
 use crate::policy::{CacheKeySource, CacheScope, FailurePolicy, Limit, Route, RouteMatch};
-use crate::redis::{RedisError, Reply};
+use crate::redis::RedisError;
 
 use super::aftercare::Aftercare;
 use super::caller::{self, Caller};
+use super::decide::{self, Verdict};
 use super::error::GateError;
 use super::http::{EdgeRequest, EdgeResponse};
 use super::proxy::{self, Forwarded};
@@ -38,18 +39,6 @@ impl Routed<'_> {
     fn failure(&self) -> FailurePolicy {
         self.route.as_ref().map_or(FailurePolicy::Local, |(r, _)| r.on_redis_failure)
     }
-}
-
-/// What the limit stage decided.
-struct Verdict {
-    /// `None` when the route failed open.
-    decision: Option<Decision>,
-    /// The cache read that rode along, when it did.
-    read: Option<Result<Reply, RedisError>>,
-    mode: LimitMode,
-    timing: Vec<String>,
-    /// The fill lock the check tried on a miss, and whether it took it.
-    locked: Option<(cache::FillLockPlan, bool)>,
 }
 
 /// Handles a request that is neither a preflight nor an admin call.
@@ -116,7 +105,7 @@ pub async fn gated<P: Platform>(services: &Rc<Services<P>>, req: EdgeRequest) ->
         }
     }
 
-    let verdict = match decide(services, &check, target.as_ref(), &routed).await {
+    let verdict = match decide::decide(services, &check, target.as_ref(), routed.failure(), routed.route_name()).await {
         Ok(v) => v,
         Err(e) => return finish(services, &routed.req, respond::error(&e), Decoration::NONE),
     };
@@ -140,88 +129,6 @@ pub async fn gated<P: Platform>(services: &Rc<Services<P>>, req: EdgeRequest) ->
         Aftercare::of(services, &check, d, verdict.mode, route.and_then(|r| r.usage.as_ref()).map(|u| &u.source))
     });
     forward(services, &routed, &caller, target, verdict, aftercare).await
-}
-
-/// The limit stage: the check (and the cache read) in one Redis round trip, or the route's
-/// failure policy when Redis fails, or the isolate's limiter in memory mode.
-async fn decide<P: Platform>(
-    services: &Services<P>,
-    check: &Check<'_>,
-    target: Option<&CacheTarget>,
-    routed: &Routed<'_>,
-) -> Result<Verdict, GateError> {
-    let local = |mode| {
-        let decision = check_local(services, check);
-        if mode == LimitMode::Local && decision.is_allowed() {
-            services.limits.owe(check.subject_hash, check.cost.get());
-        }
-        Verdict { decision: Some(decision), read: None, mode, timing: Vec::new(), locked: None }
-    };
-    let Some(redis) = &services.redis else { return Ok(local(LimitMode::Memory)) };
-    // A cacheable request reads the entry in the check, and on a miss takes the fill lock there
-    // too: one round trip before the origin.
-    let read = match (&services.cache, target) {
-        (Some(cache), Some(t)) => Some((cache.read_keys(t), cache.fill_lock(t))),
-        _ => None,
-    };
-    let remote = RemoteLimiter::new(redis, &services.keys);
-    if let Some(debt) = services.limits.take_debt(check.subject_hash) {
-        pay_debt(&remote, check, debt).await;
-    }
-    let started = services.clock.now_ms();
-    let result = match &read {
-        Some((keys, plan)) => {
-            let lock = FillLock { key: &plan.key, token: &plan.token, ttl_ms: plan.ttl_ms };
-            remote.check_and_read(check, keys, Some(lock)).await
-        }
-        None => remote.check(check, None).await,
-    };
-    match result {
-        Ok(checked) => {
-            services.limits.seed(check.subject_hash, &checked.decision);
-            let locked = match (read, checked.lock) {
-                (Some((_, plan)), Some(taken)) => Some((plan, taken)),
-                _ => None,
-            };
-            Ok(Verdict {
-                decision: Some(checked.decision),
-                read: checked.ride_along,
-                mode: LimitMode::Redis,
-                timing: vec![format!("redis;dur={}", services.clock.now_ms().saturating_sub(started))],
-                locked,
-            })
-        }
-        Err(e) => match routed.failure() {
-            FailurePolicy::Closed => Err(GateError::limiter(routed.route_name(), &e)),
-            FailurePolicy::Open => {
-                Ok(Verdict { decision: None, read: None, mode: LimitMode::Open, timing: Vec::new(), locked: None })
-            }
-            FailurePolicy::Local => Ok(local(LimitMode::Local)),
-        },
-    }
-}
-
-/// Charges Redis what the fallback admitted for this caller while Redis failed, before the
-/// caller's next check there, so the switch back does not hand out the same units twice. The
-/// fallback admitted at most what Redis last said remained, so the charge fits unless other
-/// isolates spent those units meanwhile (then the all-or-nothing check charges nothing: that is
-/// the overshoot bound). One more command, once per caller after an outage.
-async fn pay_debt<T: crate::redis::Transport>(remote: &RemoteLimiter<'_, T>, check: &Check<'_>, debt: u32) {
-    let Some(cost) = NonZeroU32::new(debt) else { return };
-    let charge = Check { cost, mode: Mode::Consume, usage: None, concurrency: None, ..*check };
-    let _ = remote.check(&charge, None).await;
-}
-
-/// The same check in this isolate only, held to what Redis last said remained.
-fn check_local<P: Platform>(services: &Services<P>, check: &Check<'_>) -> Decision {
-    let now = services.clock.now_ms();
-    let decision = services.limits.memory.borrow_mut().check(check, now);
-    match decision {
-        Ok(d) => services.limits.hold_to_seed(check.subject_hash, check.cost.get(), d),
-        // Limits are validated at config load; an unexpected refusal lets the request through
-        // rather than failing it.
-        Err(_) => Decision::Allowed(crate::limiter::Snapshot::empty(now)),
-    }
 }
 
 /// The last stage of an allowed request: serve or fill from the cache, or proxy to the origin.

@@ -12,34 +12,10 @@ use super::cors;
 use super::error::GateError;
 use super::events::EventsPlan;
 use super::http::{EdgeRequest, EdgeResponse};
+pub use super::mode::LimitMode;
 use super::problem::{Problem, ProblemKind};
 use super::proxy;
 use super::services::Background;
-
-/// Where limits were decided, reported in `X-Tollgate-Mode` and health.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum LimitMode {
-    /// In Redis, shared by every location.
-    Redis,
-    /// In this isolate: Redis is not configured.
-    Memory,
-    /// In this isolate: Redis failed and the route falls back locally.
-    Local,
-    /// Not at all: Redis failed and the route fails open.
-    Open,
-}
-
-impl LimitMode {
-    /// Stable name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            LimitMode::Redis => "redis",
-            LimitMode::Memory => "memory",
-            LimitMode::Local => "local",
-            LimitMode::Open => "open",
-        }
-    }
-}
 
 /// What the Worker should do with a request.
 pub enum Outcome {

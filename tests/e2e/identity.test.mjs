@@ -247,8 +247,9 @@ describe("refused tokens", () => {
       ["tampered payload", `${head}.${b64url({ sub: "victim", iss: ISSUER, aud: AUDIENCE, exp: now() + 600, app_metadata: { tier: "pro" } })}.${sig}`, "bad_signature"],
       ["tampered signature", `${head}.${good.split(".")[1]}.${sig.slice(0, 5)}${sig[5] === "A" ? "B" : "A"}${sig.slice(6)}`, "bad_signature"],
     ];
-    for (const [what, token, reason] of cases) {
-      const r = await call(token, ip("198.51.100.20"));
+    // Each refusal is charged to its address's anonymous limit: one address per case.
+    for (const [i, [what, token, reason]] of cases.entries()) {
+      const r = await call(token, ip(`198.51.100.${20 + i}`));
       assert.equal(r.status, 401, `${what}: ${r.text}`);
       assert.equal(r.type, "application/problem+json", what);
       assert.equal(r.body.status, 401, what);

@@ -1,0 +1,292 @@
+//! The wasm32 glue: `#[event]` handlers that turn `worker` types into the gate's plain values and
+//! back, the origin over `fetch`, timers, the streaming proxy and the event stream. Nothing here
+//! decides anything.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+
+use futures::future::{select, Either};
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+use worker::{event, Context, Env, ScheduleContext, ScheduledEvent};
+
+use crate::cache::{Origin, OriginError, OriginRequest, OriginResponse};
+use crate::clock::{Clock, Sleeper, SystemClock, SystemRandom, Timer};
+use crate::edge::aftercare::Aftercare;
+use crate::edge::body::{check_declared, BodyRefusal, CappedBody};
+use crate::edge::config::Config;
+use crate::edge::events::{KEEPALIVE, KEEPALIVE_MS};
+use crate::edge::http::{split_url, EdgeRequest, EdgeResponse};
+use crate::edge::problem::{Problem, ProblemKind};
+use crate::edge::{Background, Edge, EventsPlan, Outcome, Platform, ProxyPlan, Services};
+use crate::identity::web::{FetchKeySource, WebCryptoVerifier};
+use crate::limiter::UsageMeter;
+use crate::redis::{BudgetConfig, FetchTransport};
+
+mod origin;
+mod stream;
+
+pub use origin::{FetchOrigin, WorkerSleeper};
+use stream::{stream_events, stream_proxy};
+
+/// The variables the Worker reads; their values together key the isolate's gate.
+const VARS: [&str; 10] = [
+    "UPSTASH_REDIS_REST_URL",
+    "UPSTASH_REDIS_REST_TOKEN",
+    "REDIS_ENABLED",
+    "ORIGIN_URL",
+    "TOLLGATE_ADMIN_TOKEN",
+    "TOLLGATE_JWT_SECRET",
+    "TOLLGATE_JWKS_URL",
+    "TOLLGATE_HASH_SECRET",
+    "TOLLGATE_POLICY",
+    "TOLLGATE_ORIGIN_SECRET",
+];
+
+/// The Workers runtime: Redis and the origin over `fetch`, JS timers.
+pub struct WorkerPlatform;
+
+impl Platform for WorkerPlatform {
+    type Transport = FetchTransport;
+    type Origin = FetchOrigin;
+    type Sleeper = WorkerSleeper;
+}
+
+type WorkerGate = Edge<WorkerPlatform>;
+
+thread_local! {
+    /// The isolate's gate, rebuilt only when the environment changes.
+    static GATE: RefCell<Option<(String, Rc<WorkerGate>)>> = const { RefCell::new(None) };
+    /// The `env` object the gate was last handed out for: the runtime passes the same object to
+    /// every request of an isolate, so most requests skip reading the variables at all.
+    static LAST_ENV: RefCell<Option<(JsValue, Rc<WorkerGate>)>> = const { RefCell::new(None) };
+}
+
+/// A variable's text; a JSON object (a TOML table under `[vars]`) arrives as its JSON text.
+fn env_text(env: &Env, name: &str) -> Option<String> {
+    let value = js_sys::Reflect::get(env.as_ref(), &JsValue::from_str(name)).ok()?;
+    if value.is_undefined() || value.is_null() {
+        return None;
+    }
+    if let Some(s) = value.as_string() {
+        return Some(s);
+    }
+    js_sys::JSON::stringify(&value).ok().and_then(|s| s.as_string())
+}
+
+/// The isolate's gate for this environment, or the configuration error to answer with.
+fn gate_for(env: &Env) -> Result<Rc<WorkerGate>, String> {
+    let env_value: &JsValue = env.as_ref();
+    let same = LAST_ENV.with(|last| {
+        last.borrow().as_ref().filter(|(seen, _)| js_sys::Object::is(seen, env_value)).map(|(_, g)| g.clone())
+    });
+    if let Some(gate) = same {
+        return Ok(gate);
+    }
+    let gate = gate_for_values(env)?;
+    LAST_ENV.with(|last| *last.borrow_mut() = Some((env_value.clone(), gate.clone())));
+    Ok(gate)
+}
+
+/// The gate for the environment's variable values, built when they differ from the last ones.
+fn gate_for_values(env: &Env) -> Result<Rc<WorkerGate>, String> {
+    let values: Vec<Option<String>> = VARS.iter().map(|n| env_text(env, n)).collect();
+    let fingerprint = format!("{values:?}");
+    if let Some(g) = GATE.with(|g| g.borrow().as_ref().filter(|(f, _)| *f == fingerprint).map(|(_, g)| g.clone())) {
+        return Ok(g);
+    }
+    let config = Config::from_env(|name| VARS.iter().position(|n| *n == name).and_then(|i| values[i].clone()))
+        .map_err(|e| e.to_string())?;
+    let origin = FetchOrigin {
+        base: config.origin_url.clone().unwrap_or_default(),
+        timeout_ms: config.policy.cache.origin_timeout_ms.get(),
+    };
+    let transport = match &config.redis {
+        Some(r) => Some(
+            FetchTransport::new(&r.url, &r.token, BudgetConfig::from_settings(&config.policy.redis))
+                .map_err(|e| format!("UPSTASH_REDIS_REST_URL: {e}"))?,
+        ),
+        None => None,
+    };
+    let services = Services::new(config, transport, origin, WorkerSleeper, Rc::new(SystemClock), Rc::new(SystemRandom))
+        .with_key_sets(Rc::new(FetchKeySource), Rc::new(WebCryptoVerifier::default()));
+    let gate = Rc::new(Edge::from_services(services));
+    GATE.with(|g| *g.borrow_mut() = Some((fingerprint, gate.clone())));
+    Ok(gate)
+}
+
+#[event(start)]
+fn start() {
+    console_error_panic_hook::set_once();
+}
+
+#[event(fetch)]
+async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
+    let gate = match gate_for(&env) {
+        Ok(g) => g,
+        Err(message) => return to_response(Problem::new(ProblemKind::InvalidConfig, message).to_response()),
+    };
+    let method = req.method();
+    let (raw_path, query) = split_url(&req.url());
+    // The entrance's rules, applied before a byte of the body is read: the normalized path is
+    // the one the body rule, the routes and the origin see.
+    let path = match Edge::<WorkerPlatform>::normalize_path(&raw_path) {
+        Ok(p) => p,
+        Err(resp) => return to_response(resp),
+    };
+    let mut headers = header_list(&req.headers());
+    for (name, _) in &mut headers {
+        name.make_ascii_lowercase();
+    }
+    let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
+    let body = match gate.body_cap(&method, &path, header("authorization")) {
+        None => Vec::new(),
+        Some(cap) => match read_capped(&req, header("content-length"), cap).await {
+            Ok(bytes) => bytes,
+            Err(refusal) => return to_response(refusal.error().problem().to_response()),
+        },
+    };
+    let edge_req = EdgeRequest { method, path, query, headers, body };
+
+    let handled = gate.handle(edge_req).await;
+    for task in handled.background {
+        ctx.wait_until(task);
+    }
+    match handled.outcome {
+        Outcome::Respond(resp) => to_response(resp),
+        Outcome::Proxy(plan) => {
+            let (resp, after) = stream_proxy(&req, *plan).await?;
+            if let Some(task) = after {
+                ctx.wait_until(task);
+            }
+            Ok(resp)
+        }
+        Outcome::Events(plan) => stream_events(plan).await,
+    }
+}
+
+#[event(scheduled)]
+async fn scheduled(_event: ScheduledEvent, env: Env, ctx: ScheduleContext) {
+    if let Ok(gate) = gate_for(&env) {
+        ctx.wait_until(async move { gate.warm_all().await });
+    }
+}
+
+/// The request body, at most `cap` bytes: a declared `Content-Length` over the cap is refused
+/// before reading, and the stream is read chunk by chunk and abandoned as soon as it passes the
+/// cap (a chunked body, or one longer than it said). Empty when there is none or it cannot be
+/// read.
+async fn read_capped(req: &web_sys::Request, content_length: Option<&str>, cap: usize) -> Result<Vec<u8>, BodyRefusal> {
+    check_declared(content_length, cap)?;
+    let Some(stream) = req.body() else { return Ok(Vec::new()) };
+    let Ok(reader) = stream.get_reader().dyn_into::<web_sys::ReadableStreamDefaultReader>() else {
+        return Ok(Vec::new());
+    };
+    let mut body = CappedBody::new(cap);
+    loop {
+        let Ok(chunk) = wasm_bindgen_futures::JsFuture::from(reader.read()).await else { break };
+        let done = js_sys::Reflect::get(&chunk, &JsValue::from_str("done")).ok().and_then(|d| d.as_bool());
+        if done != Some(false) {
+            break;
+        }
+        let Ok(value) = js_sys::Reflect::get(&chunk, &JsValue::from_str("value")) else { break };
+        let bytes = js_sys::Uint8Array::new(&value);
+        if let Err(refusal) = body.push(&bytes.to_vec()) {
+            let _ = reader.cancel();
+            return Err(refusal);
+        }
+    }
+    Ok(body.into_bytes())
+}
+
+/// Converts a plain response into a runtime one.
+fn to_response(resp: EdgeResponse) -> worker::Result<web_sys::Response> {
+    let headers = web_sys::Headers::new()?;
+    for (name, value) in &resp.headers {
+        headers.append(name, value)?;
+    }
+    let init = web_sys::ResponseInit::new();
+    init.set_status(resp.status);
+    init.set_headers(&headers);
+    if resp.body.is_empty() && matches!(resp.status, 101 | 204 | 205 | 304) {
+        return Ok(web_sys::Response::new_with_opt_str_and_init(None, &init)?);
+    }
+    let mut body = resp.body;
+    Ok(web_sys::Response::new_with_opt_u8_array_and_init(Some(&mut body), &init)?)
+}
+
+/// The name/value pairs of a `Headers` object, in order.
+fn header_list(headers: &web_sys::Headers) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Ok(Some(iter)) = js_sys::try_iter(headers) {
+        for entry in iter.flatten() {
+            let pair = js_sys::Array::from(&entry);
+            if let (Some(n), Some(v)) = (pair.get(0).as_string(), pair.get(1).as_string()) {
+                out.push((n, v));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use wasm_bindgen::JsCast;
+    use wasm_bindgen_test::wasm_bindgen_test;
+
+    use super::*;
+
+    fn env(pairs: &[(&str, JsValue)]) -> Env {
+        let obj = js_sys::Object::new();
+        for (k, v) in pairs {
+            let _ = js_sys::Reflect::set(&obj, &JsValue::from_str(k), v);
+        }
+        obj.unchecked_into()
+    }
+
+    #[wasm_bindgen_test]
+    fn env_text_reads_strings_and_serialises_objects() {
+        let policy = js_sys::JSON::parse(r#"{"tiers":{"PRO":{"limits":[]}}}"#).unwrap();
+        let e = env(&[("A", JsValue::from_str("plain")), ("TOLLGATE_POLICY", policy), ("N", JsValue::NULL)]);
+        assert_eq!(env_text(&e, "A").as_deref(), Some("plain"));
+        assert_eq!(env_text(&e, "TOLLGATE_POLICY").as_deref(), Some(r#"{"tiers":{"PRO":{"limits":[]}}}"#));
+        assert_eq!(env_text(&e, "N"), None);
+        assert_eq!(env_text(&e, "MISSING"), None);
+    }
+
+    #[wasm_bindgen_test]
+    fn an_invalid_policy_in_the_environment_is_an_error_naming_the_field() {
+        let bad = js_sys::JSON::parse(r#"{"cache_classes":{"SESSION":{"ttl":"0s"}}}"#).unwrap();
+        let e = env(&[("TOLLGATE_POLICY", bad)]);
+        let err = gate_for(&e).err().unwrap_or_default();
+        assert!(err.contains("cache_classes.SESSION.ttl"), "{err}");
+    }
+
+    #[wasm_bindgen_test]
+    fn a_valid_environment_builds_one_gate_per_isolate() {
+        let e = env(&[("ORIGIN_URL", JsValue::from_str("http://127.0.0.1:9"))]);
+        let a = gate_for(&e).map_err(|e| e.to_string()).unwrap();
+        let b = gate_for(&e).map_err(|e| e.to_string()).unwrap();
+        assert!(Rc::ptr_eq(&a, &b), "the gate is reused while the environment is unchanged");
+        let other = env(&[("ORIGIN_URL", JsValue::from_str("http://127.0.0.1:10"))]);
+        let c = gate_for(&other).map_err(|e| e.to_string()).unwrap();
+        assert!(!Rc::ptr_eq(&a, &c), "a changed environment rebuilds it");
+    }
+
+    #[wasm_bindgen_test]
+    async fn plain_responses_become_worker_responses() {
+        let resp = EdgeResponse::new(429)
+            .with_header("content-type", "application/problem+json")
+            .with_header("vary", "Origin")
+            .with_header("vary", "Accept")
+            .with_body(b"{}".to_vec());
+        let out = to_response(resp).unwrap();
+        assert_eq!(out.status(), 429);
+        assert_eq!(out.headers().get("content-type").unwrap().as_deref(), Some("application/problem+json"));
+        assert_eq!(out.headers().get("vary").unwrap().as_deref(), Some("Origin, Accept"));
+        let text = wasm_bindgen_futures::JsFuture::from(out.text().unwrap()).await.unwrap();
+        assert_eq!(text.as_string().as_deref(), Some("{}"));
+        let empty = to_response(EdgeResponse::new(304)).unwrap();
+        assert_eq!(empty.status(), 304);
+    }
+}

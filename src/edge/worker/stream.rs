@@ -1,0 +1,230 @@
+//! Streaming through the Worker: requests to the origin with their answers passed back (metered
+//! for usage-charged routes), and the admin event stream.
+
+use super::*;
+
+/// Sends the request on to the origin with the body streamed through, and streams the answer
+/// back with Tollgate's headers added. The origin's headers are copied by the runtime, which also
+/// frames the response itself (no hop-by-hop header of the origin's connection reaches the
+/// caller).
+///
+/// A route that reserved usage or took a concurrency slot gets the answer's body through a
+/// pass-through stream that reads the usage report on the way; when the body ends or the client
+/// goes away, the returned background task settles and releases in one round trip.
+pub(super) async fn stream_proxy(
+    req: &web_sys::Request,
+    mut plan: ProxyPlan,
+) -> worker::Result<(web_sys::Response, Option<Background>)> {
+    let aftercare = plan.aftercare.take();
+    let unpaid = |aftercare: Option<Aftercare>| aftercare.map(|a| a.finish(None));
+    let started = SystemClock.now_ms();
+    let init = web_sys::RequestInit::new();
+    init.set_method(&plan.method);
+    init.set_redirect(web_sys::RequestRedirect::Manual);
+    let headers = web_sys::Headers::new()?;
+    for (name, value) in &plan.request_headers {
+        headers.append(name, value)?;
+    }
+    init.set_headers(&headers);
+    let controller = web_sys::AbortController::new().ok();
+    if let Some(c) = &controller {
+        init.set_signal(Some(&c.signal()));
+    }
+    if !matches!(plan.method.as_str(), "GET" | "HEAD") {
+        match &plan.body {
+            Some(bytes) => init.set_body(&js_sys::Uint8Array::from(bytes.as_slice()).into()),
+            None => {
+                if let Some(stream) = req.body() {
+                    init.set_body(&stream.into());
+                }
+            }
+        }
+    }
+    let upstream = match web_sys::Request::new_with_str_and_init(&plan.url, &init) {
+        Ok(r) => r,
+        Err(_) => {
+            let problem = Problem::new(ProblemKind::OriginUnreachable, "the origin URL could not be built");
+            return Ok((to_response(problem.to_response())?, unpaid(aftercare)));
+        }
+    };
+    let promise = js_sys::global().unchecked_into::<web_sys::WorkerGlobalScope>().fetch_with_request(&upstream);
+    // The origin's response headers race `proxy.timeout`: a hung origin gets a 504, never a
+    // request held open.
+    let answer = wasm_bindgen_futures::JsFuture::from(promise);
+    let timer = Timer::after(plan.timeout_ms);
+    futures::pin_mut!(answer);
+    let answer = match select(answer, timer).await {
+        Either::Left((answer, _)) => answer,
+        Either::Right(((), _)) => {
+            if let Some(c) = controller {
+                c.abort();
+            }
+            let origin_ms = SystemClock.now_ms().saturating_sub(started);
+            let detail = format!("the origin sent no response headers within {} ms", plan.timeout_ms);
+            let mut problem = Problem::new(ProblemKind::OriginTimeout, detail).to_response();
+            plan.decorate(&mut problem, origin_ms);
+            return Ok((to_response(problem)?, unpaid(aftercare)));
+        }
+    };
+    let origin_ms = SystemClock.now_ms().saturating_sub(started);
+    let resp: web_sys::Response = match answer.and_then(|v| v.dyn_into()) {
+        Ok(r) => r,
+        Err(e) => {
+            let detail = e.as_string().unwrap_or_else(|| "the origin could not be reached".to_owned());
+            let mut problem = Problem::new(ProblemKind::OriginUnreachable, detail).to_response();
+            plan.decorate(&mut problem, origin_ms);
+            return Ok((to_response(problem)?, unpaid(aftercare)));
+        }
+    };
+
+    let status = resp.status();
+    // The origin's own headers, so CORS and Vary are merged with them, never replaced.
+    let mut added = EdgeResponse { status, headers: header_list(&resp.headers()), body: Vec::new() };
+    plan.decorate(&mut added, origin_ms);
+    // A write to a cached resource invalidates it before its answer goes out, so the caller's
+    // next read sees the new value.
+    if let Some(task) = plan.after_response(status) {
+        task.await;
+    }
+    let resp_init = web_sys::ResponseInit::new();
+    resp_init.set_status(status);
+    resp_init.set_status_text(&resp.status_text());
+    resp_init.set_headers(&resp.headers().into());
+    let (body, after) = match (aftercare, resp.body()) {
+        (None, body) => (body, None),
+        (Some(a), None) => (None, Some(a.finish(None))),
+        (Some(a), Some(body)) => {
+            let meter = a.source.as_ref().map(|s| UsageMeter::new(s, &header_list(&resp.headers())));
+            let pass = web_sys::TransformStream::new()?;
+            let writer = pass.writable().get_writer()?;
+            (Some(pass.readable()), Some(Box::pin(metered_pump(body, writer, meter, a)) as Background))
+        }
+    };
+    let out = web_sys::Response::new_with_opt_readable_stream_and_init(body.as_ref(), &resp_init)?;
+    let out_headers = out.headers();
+    for name in plan.decorated_names() {
+        let mut values = added.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(&name)).map(|(_, v)| v);
+        let Some(first) = values.next() else { continue };
+        out_headers.set(&name, first)?;
+        for value in values {
+            out_headers.append(&name, value)?;
+        }
+    }
+    Ok((out, after))
+}
+
+/// Copies the origin's body to the caller chunk by chunk, feeding the usage meter; at the end of
+/// the body, or as soon as the caller is gone, pays the request's aftercare.
+///
+/// The caller being gone shows as a failed write, or as the origin's body erroring while a write
+/// waits. Under Miniflare neither arrives (the runtime cancels the origin's connection but settles
+/// none of the request's pending promises): there the lease frees at its deadline.
+async fn metered_pump(
+    body: web_sys::ReadableStream,
+    writer: web_sys::WritableStreamDefaultWriter,
+    mut meter: Option<UsageMeter>,
+    aftercare: Aftercare,
+) {
+    use wasm_bindgen_futures::JsFuture;
+    let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
+    let mut origin_closed = JsFuture::from(reader.closed());
+    let mut origin_settled = false;
+    let mut complete = false;
+    loop {
+        let Ok(step) = JsFuture::from(reader.read()).await else { break };
+        let done = js_sys::Reflect::get(&step, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true);
+        if done {
+            complete = true;
+            break;
+        }
+        let Ok(chunk) = js_sys::Reflect::get(&step, &"value".into()) else { break };
+        if let Some(m) = meter.as_mut().filter(|m| m.reads_body()) {
+            m.feed(&js_sys::Uint8Array::new(&chunk).to_vec());
+        }
+        let mut write = JsFuture::from(writer.write_with_chunk(&chunk));
+        let written = if origin_settled {
+            write.await.is_ok()
+        } else {
+            match select(&mut write, &mut origin_closed).await {
+                Either::Left((result, _)) => result.is_ok(),
+                // The origin's body errored while the caller was not reading: the caller left.
+                Either::Right((Err(_), _)) => false,
+                Either::Right((Ok(_), _)) => {
+                    origin_settled = true;
+                    write.await.is_ok()
+                }
+            }
+        };
+        if !written {
+            // The caller went away: stop reading the origin (not waited for).
+            let _ = reader.cancel();
+            break;
+        }
+    }
+    // Not waited for: closing a stream whose reader is gone may never settle.
+    let _ = if complete { writer.close() } else { writer.abort() };
+    let reported = meter.and_then(|m| if complete { m.finish() } else { m.so_far() });
+    aftercare.finish(reported).await;
+}
+
+/// Opens the subscription of `plan` on Redis and streams its events to the client through the
+/// plan's re-framer. When the client goes away the runtime cancels the answer's body, and the
+/// pipe cancels the subscription's body in turn, which closes the connection to Redis.
+pub(super) async fn stream_events(plan: EventsPlan) -> worker::Result<web_sys::Response> {
+    let unavailable = |detail: String| to_response(Problem::new(ProblemKind::RedisUnavailable, detail).to_response());
+    let init = web_sys::RequestInit::new();
+    init.set_method("GET");
+    let headers = web_sys::Headers::new()?;
+    for (name, value) in &plan.request_headers {
+        headers.append(name, value)?;
+    }
+    init.set_headers(&headers);
+    let Ok(upstream) = web_sys::Request::new_with_str_and_init(&plan.url, &init) else {
+        return unavailable("the Redis subscription URL could not be built".to_owned());
+    };
+    let promise = js_sys::global().unchecked_into::<web_sys::WorkerGlobalScope>().fetch_with_request(&upstream);
+    let resp: web_sys::Response = match wasm_bindgen_futures::JsFuture::from(promise).await.and_then(|v| v.dyn_into()) {
+        Ok(r) => r,
+        Err(_) => return unavailable("the event subscription could not reach Redis".to_owned()),
+    };
+    let body = match resp.body() {
+        Some(body) if resp.ok() => body,
+        _ => return unavailable(format!("Redis refused the event subscription ({})", resp.status())),
+    };
+    let reframer = RefCell::new(plan.reframer());
+    let transform =
+        Closure::<dyn FnMut(JsValue, web_sys::TransformStreamDefaultController) -> Result<(), JsValue>>::new(
+            move |chunk: JsValue, controller: web_sys::TransformStreamDefaultController| {
+                let out = reframer.borrow_mut().push(&js_sys::Uint8Array::new(&chunk).to_vec());
+                if out.is_empty() {
+                    return Ok(());
+                }
+                controller.enqueue_with_chunk(&js_sys::Uint8Array::from(out.as_slice()).into())
+            },
+        );
+    // A keep-alive of the Worker's own, until the stream is closed or its client gone (then the
+    // enqueue throws); the write is also how the runtime notices a client that left.
+    let start = Closure::once_into_js(move |controller: web_sys::TransformStreamDefaultController| {
+        wasm_bindgen_futures::spawn_local(async move {
+            loop {
+                Timer::after(KEEPALIVE_MS).await;
+                if controller.enqueue_with_chunk(&js_sys::Uint8Array::from(KEEPALIVE).into()).is_err() {
+                    break;
+                }
+            }
+        });
+    });
+    let transformer = web_sys::Transformer::new();
+    transformer.set_start(start.unchecked_ref());
+    transformer.set_transform(transform.into_js_value().unchecked_ref());
+    let stream = web_sys::TransformStream::new_with_transformer(&transformer)?;
+    let events = body.pipe_through(stream.unchecked_ref());
+    let resp_headers = web_sys::Headers::new()?;
+    for (name, value) in &plan.head.headers {
+        resp_headers.append(name, value)?;
+    }
+    let resp_init = web_sys::ResponseInit::new();
+    resp_init.set_status(plan.head.status);
+    resp_init.set_headers(&resp_headers);
+    Ok(web_sys::Response::new_with_opt_readable_stream_and_init(Some(&events), &resp_init)?)
+}
