@@ -457,7 +457,13 @@ export async function startStack({
     mf: null,
     async fetch(pathname, init) {
       if (!stack.url) throw new Error("the stack was started without the Worker");
-      return fetch(new URL(pathname, stack.url), init);
+      try {
+        return await fetch(new URL(pathname, stack.url), init);
+      } catch (e) {
+        // undici says only "fetch failed"; the cause is what tells a reset from a refusal.
+        const cause = e.cause ? `${e.cause.code ?? ""} ${e.cause.message ?? ""}`.trim() : "";
+        throw new Error(`${e.message}${cause ? ` (${cause})` : ""}: ${init?.method ?? "GET"} ${pathname}`, { cause: e });
+      }
     },
     async stop() {
       const procs = [stack.redisRest?.[PROC], stack.origin?.[PROC], stack.redis?.[PROC]];
