@@ -110,6 +110,10 @@ pub async fn gated<P: Platform>(services: &Rc<Services<P>>, req: EdgeRequest) ->
         Err(e) => return finish(services, &routed.req, respond::error(&e), Decoration::NONE),
     };
     // A request some shadow limit would have refused, whatever the enforced outcome.
+    let warned = verdict.decision.as_ref().map_or(0, |d| d.snapshot().warnings.len() as u64);
+    if warned > 0 {
+        services.stats.borrow_mut().add(routed.route_name(), &caller.tier.name, "warned", warned);
+    }
     if verdict.decision.as_ref().is_some_and(|d| !d.snapshot().shadow_denied.is_empty()) {
         services.stats.borrow_mut().add(routed.route_name(), &caller.tier.name, "shadow_denied", 1);
     }

@@ -10,7 +10,9 @@ use crate::keys::Keys;
 use crate::redis::{Command, Reply};
 
 /// Fields counted per route and tier, in report order.
-pub const FIELDS: [&str; 7] = ["allowed", "denied", "hit", "miss", "stale", "bypass", "shadow_denied"];
+/// `shadow_denied`: requests a shadow limit would have refused; `warned`: quota warnings (a
+/// caller crossing a `warn_at` fraction) that this isolate's checks published.
+pub const FIELDS: [&str; 8] = ["allowed", "denied", "hit", "miss", "stale", "bypass", "shadow_denied", "warned"];
 
 /// Fields counted once per isolate, not per route.
 const GLOBAL: [&str; 5] = ["requests", "redis_requests", "redis_commands", "refresh_failed", "invalidate_failed"];

@@ -190,6 +190,9 @@ describe("concurrency slots", () => {
     assert.match(refused[0].headers.get("ratelimit-policy"), /"route-slots-concurrency";q=2;qu="concurrent-requests"/);
     assert.match(refused[0].headers.get("ratelimit"), /"route-slots-concurrency";r=0/);
     for (const r of refused.slice(1)) await r.text();
+    // The limits view counts the leases in flight while the two streams run.
+    const view = await (await stack.fetch(`/_tollgate/limits/ip:${caller}?tier=ANON`, { headers: admin })).json();
+    assert.deepEqual(view.leases.find((l) => l.route === "slots")?.in_flight, 2, JSON.stringify(view.leases));
     await Promise.all(admitted.map((r) => r.text()));
     assert.equal((await originChat()).max_in_flight, 2, "the origin never had more than 2 in flight");
     const next = await eventually("a slot after the streams ended", async () => {

@@ -147,7 +147,7 @@ test("stats count traffic per route and tier", async () => {
 
   const run = await tollgate(["stats"]);
   assert.equal(run.code, 0, describe(["stats"], run));
-  assert.match(run.stdout, /^ROUTE\s+TIER\s+REQUESTS\s+ALLOWED\s+DENIED\s+HIT\s+MISS\s+STALE\s+BYPASS\s+HIT RATE$/m);
+  assert.match(run.stdout, /^ROUTE\s+TIER\s+REQUESTS\s+ALLOWED\s+DENIED\s+HIT\s+MISS\s+STALE\s+BYPASS\s+HIT RATE\s+SHADOW\s+WARNED$/m);
   assert.match(run.stdout, /^config\s+ANON\s+\d+/m);
   assert.match(run.stdout, /^TOTAL\s+\d+/m);
   assert.match(run.stdout, /^redis\s+\d+ REST requests, \d+ commands: /m);

@@ -760,6 +760,9 @@ function renderStats(doc) {
       );
     }
     cell(tr, "Hit rate", rateCell, "bar-col");
+    const shadow = r.shadow_denied ?? 0;
+    cell(tr, "Shadow denied", formatNumber(shadow), shadow > 0 ? "num denied" : "num");
+    cell(tr, "Near limit", formatNumber(r.warned ?? 0), "num");
     fresh.append(tr);
   }
   body.replaceChildren(fresh);

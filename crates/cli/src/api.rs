@@ -85,6 +85,12 @@ pub struct Counters {
     pub miss: u64,
     pub stale: u64,
     pub bypass: u64,
+    /// Requests a shadow limit would have refused (absent from older Workers).
+    #[serde(default)]
+    pub shadow_denied: u64,
+    /// Quota warnings published: callers crossing a `warn_at` fraction.
+    #[serde(default)]
+    pub warned: u64,
     /// Served from cache (hit + stale) over cache lookups (hit + stale + miss); absent or null
     /// when there was no lookup.
     pub hit_rate: Option<f64>,
@@ -192,6 +198,20 @@ pub struct SubjectLimits {
     /// The Worker's clock when it answered, Unix ms.
     pub now_ms: Option<u64>,
     pub limits: Vec<LimitState>,
+    /// Concurrency leases in flight, per route with a `concurrency` rule (absent from older Workers).
+    #[serde(default)]
+    pub leases: Vec<LeaseState>,
+}
+
+/// The concurrency slots of one route that the subject holds now.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct LeaseState {
+    pub route: String,
+    pub id: String,
+    /// Leases not yet released whose deadline is ahead; `None` when Redis could not say.
+    pub in_flight: Option<u64>,
+    pub limit: u64,
 }
 
 /// One limit that applies to the subject, and where it stands.

@@ -147,7 +147,9 @@ fn stats_render_a_table_and_json_passes_the_reply_through() {
     let r = run(tollgate().args(["stats", "--url", &fake.url, "--token", TOKEN]));
     assert_eq!(r.code, 0, "{r:?}");
     assert!(
-        r.stdout.starts_with("ROUTE   TIER  REQUESTS  ALLOWED  DENIED  HIT  MISS  STALE  BYPASS  HIT RATE\n"),
+        r.stdout.starts_with(
+            "ROUTE   TIER  REQUESTS  ALLOWED  DENIED  HIT  MISS  STALE  BYPASS  HIT RATE  SHADOW  WARNED\n"
+        ),
         "{r:?}"
     );
     assert!(!r.stdout.contains('\x1b'), "no colours in a pipe: {r:?}");

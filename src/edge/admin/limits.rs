@@ -74,14 +74,46 @@ async fn peek<P: Platform>(services: &Services<P>, subject_hash: &str, tier_name
             })
         })
         .collect();
+    let leases = leases_in_flight(services, subject_hash, snapshot.now_ms).await?;
     Ok(json!({
         "subject_hash": subject_hash,
         "tier": tier_label,
         "override": stored_override.map(|o| serde_json::from_str::<Value>(&o.to_json()).unwrap_or(Value::Null)),
         "now_ms": snapshot.now_ms,
         "limits": limits,
+        "leases": leases,
         "allowed": matches!(decision, Decision::Allowed(_)),
     }))
+}
+
+/// The subject's concurrency leases in flight (not yet released, deadline ahead), per route with
+/// a `concurrency` rule: one pipelined `ZCOUNT` per such route.
+async fn leases_in_flight<P: Platform>(
+    services: &Services<P>,
+    subject_hash: &str,
+    now_ms: u64,
+) -> Result<Vec<Value>, AdminError> {
+    let routes: Vec<_> =
+        services.config.policy.routes.iter().filter_map(|r| r.concurrency.as_ref().map(|c| (r, c))).collect();
+    let Some(redis) = services.redis.as_ref().filter(|_| !routes.is_empty()) else { return Ok(Vec::new()) };
+    let counts = routes
+        .iter()
+        .map(|(r, _)| {
+            crate::redis::Command::new("ZCOUNT")
+                .arg(services.keys.limit_leases(subject_hash, &r.name))
+                .arg(format!("({now_ms}"))
+                .arg("+inf")
+        })
+        .collect();
+    let replies = redis.pipeline(counts).await?;
+    Ok(routes
+        .iter()
+        .zip(replies)
+        .map(|((route, rule), reply)| {
+            let in_flight = reply.ok().and_then(|r| r.to_i64());
+            json!({"route": route.name, "id": rule.id, "in_flight": in_flight, "limit": rule.limit.get(), "lease_ms": rule.lease_ms.get()})
+        })
+        .collect())
 }
 
 pub(super) async fn show<P: Platform>(services: &Services<P>, subject: &str, tier: Option<&str>) -> AdminResult {

@@ -227,6 +227,16 @@ pub fn render(subject: &str, views: &[View], credentials: &Credentials, now_ms: 
         table.row([l.id.clone(), scope, l.algorithm.clone(), l.limit.to_string(), window, remaining, reset]);
     }
     out.push_str(&table.render(style));
+    for lease in &first.limits.leases {
+        let held = lease.in_flight.map_or_else(|| "?".to_owned(), |n| n.to_string());
+        out.push_str(&format!(
+            "{}  route {}: {held} of {} in flight ({})\n",
+            label("slots"),
+            lease.route,
+            lease.limit,
+            lease.id
+        ));
+    }
     out
 }
 
@@ -414,6 +424,16 @@ tier-pro-1h    tier:PRO    sliding_window   1000      1h        997     59m 0s
 route-chat-1m  route:chat  gcra               20      1m         20          -
 ";
         assert_eq!(render("user_123", &views, &credentials, 1_000_000, Style::plain()), expected);
+    }
+
+    #[test]
+    fn concurrency_leases_in_flight_get_a_line_each() {
+        let mut value = answer("PRO", "tier-pro-1h", 1000, 997);
+        value["leases"] = json!([{"route": "chat", "id": "route-chat-concurrency", "in_flight": 2, "limit": 2}]);
+        let views = [view(Chosen::Credential, value)];
+        let credentials = Credentials::Known(vec![key("k1a2b3c4d5e6", "PRO")]);
+        let out = render("user_123", &views, &credentials, 1_000_000, Style::plain());
+        assert!(out.ends_with("slots        route chat: 2 of 2 in flight (route-chat-concurrency)\n"), "{out}");
     }
 
     #[test]

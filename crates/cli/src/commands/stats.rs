@@ -36,6 +36,8 @@ pub fn render(stats: &Stats, style: Style) -> String {
         ("STALE", Align::Right),
         ("BYPASS", Align::Right),
         ("HIT RATE", Align::Right),
+        ("SHADOW", Align::Right),
+        ("WARNED", Align::Right),
     ]);
     for row in &stats.routes {
         table.row(cells(&row.route, &row.tier, &row.counters, style));
@@ -87,6 +89,8 @@ fn cells(route: &str, tier: &str, c: &Counters, style: Style) -> Vec<String> {
         c.stale.to_string(),
         c.bypass.to_string(),
         percent(c.hit_rate()),
+        c.shadow_denied.to_string(),
+        c.warned.to_string(),
     ]
 }
 
@@ -102,21 +106,21 @@ mod tests {
             "since_ms": 1_763_770_000_000u64, "now_ms": 1_763_770_123_000u64,
             "routes": [
                 {"route": "config", "tier": "ANON", "allowed": 120, "denied": 3, "hit": 100, "miss": 5,
-                 "stale": 2, "bypass": 0, "hit_rate": 0.9},
+                 "stale": 2, "bypass": 0, "hit_rate": 0.9, "shadow_denied": 4, "warned": 1},
                 {"route": "-", "tier": "PRO", "allowed": 7, "denied": 0, "hit": 0, "miss": 0,
                  "stale": 0, "bypass": 0, "hit_rate": null}
             ],
             "totals": {"requests": 130, "allowed": 127, "denied": 3, "hit": 100, "miss": 5, "stale": 2,
-                       "bypass": 0, "hit_rate": 0.9},
+                       "bypass": 0, "hit_rate": 0.9, "shadow_denied": 4, "warned": 1},
             "redis": {"requests": 118, "commands": 190, "requests_per_request": 0.96, "commands_per_request": 1.54}
         }))
         .unwrap();
         let expected = "\
-ROUTE   TIER  REQUESTS  ALLOWED  DENIED  HIT  MISS  STALE  BYPASS  HIT RATE
-config  ANON       123      120       3  100     5      2       0     90.0%
--       PRO          7        7       0    0     0      0       0         -
----------------------------------------------------------------------------
-TOTAL              130      127       3  100     5      2       0     90.0%
+ROUTE   TIER  REQUESTS  ALLOWED  DENIED  HIT  MISS  STALE  BYPASS  HIT RATE  SHADOW  WARNED
+config  ANON       123      120       3  100     5      2       0     90.0%       4       1
+-       PRO          7        7       0    0     0      0       0         -       0       0
+-------------------------------------------------------------------------------------------
+TOTAL              130      127       3  100     5      2       0     90.0%       4       1
 
 redis  118 REST requests, 190 commands: 0.96 requests and 1.54 commands per request
 since  2025-11-22 00:06:40 UTC (2m 3s ago)
