@@ -50,8 +50,14 @@ pub(super) async fn decide<P: Platform>(
         _ => None,
     };
     let remote = RemoteLimiter::new(redis, &services.keys);
-    if let Some(debt) = services.limits.take_debt(check.subject_hash) {
-        pay_debt(&remote, check, debt).await;
+    // What the fallback admitted is paid first, once Redis answers again (not while the breaker
+    // is open); a payment that does not arrive stays owed.
+    if redis.breaker_state() == crate::redis::BreakerState::Closed {
+        if let Some(debt) = services.limits.take_debt(check.subject_hash) {
+            if !pay_debt(&remote, check, debt).await {
+                services.limits.owe(check.subject_hash, debt);
+            }
+        }
     }
     let started = services.clock.now_ms();
     let result = match &read {
@@ -90,11 +96,12 @@ pub(super) async fn decide<P: Platform>(
 /// caller's next check there, so the switch back does not hand out the same units twice. The
 /// fallback admitted at most what Redis last said remained, so the charge fits unless other
 /// isolates spent those units meanwhile (then the all-or-nothing check charges nothing: that is
-/// the overshoot bound). One more command, once per caller after an outage.
-async fn pay_debt<T: crate::redis::Transport>(remote: &RemoteLimiter<'_, T>, check: &Check<'_>, debt: u32) {
-    let Some(cost) = NonZeroU32::new(debt) else { return };
+/// the overshoot bound). One more command, once per caller after an outage; `false` when the
+/// payment did not reach Redis.
+async fn pay_debt<T: crate::redis::Transport>(remote: &RemoteLimiter<'_, T>, check: &Check<'_>, debt: u32) -> bool {
+    let Some(cost) = NonZeroU32::new(debt) else { return true };
     let charge = Check { cost, mode: Mode::Consume, usage: None, concurrency: None, ..*check };
-    let _ = remote.check(&charge, None).await;
+    remote.check(&charge, None).await.is_ok()
 }
 
 /// The same check in this isolate only, held to what Redis last said remained.

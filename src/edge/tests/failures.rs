@@ -71,3 +71,19 @@ fn what_the_fallback_admitted_is_charged_to_redis_when_it_answers_again() {
     assert_eq!(back.header("x-ratelimit-remaining"), Some("0"), "the local admission was charged first");
     assert_eq!(w.answer(from_ip("GET", "/x", caller)).status, 429, "3 per hour across the outage");
 }
+
+#[test]
+fn a_long_outage_owes_redis_everything_the_fallback_admitted() {
+    let w = World::new(true);
+    let caller = "198.51.100.61";
+    assert_eq!(w.answer(from_ip("GET", "/x", caller)).header("x-ratelimit-remaining"), Some("2"));
+    w.redis.down.set(true);
+    // Several requests while Redis is down: every one is owed, none lost to a failed payment.
+    assert_eq!(w.answer(from_ip("GET", "/x", caller)).header("x-tollgate-mode"), Some("local"));
+    let last = w.answer(from_ip("GET", "/x", caller));
+    assert_eq!((last.status, last.header("x-ratelimit-remaining")), (0, Some("0")), "the seed: 2 were left");
+    w.redis.down.set(false);
+    w.clock.advance(6_000);
+    let back = w.answer(from_ip("GET", "/x", caller));
+    assert_eq!((back.status, back.header("x-tollgate-mode")), (429, Some("redis")), "Redis was charged both");
+}
