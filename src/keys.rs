@@ -154,6 +154,13 @@ impl Keys {
         self.key(Feature::RateLimit, &format!("{{{subject_hash}}}:lease:{route}"))
     }
 
+    /// Usage reservations of one subject in flight: a sorted set of `<id>:<units>:<unit>` scored by
+    /// deadline, which the limiter scripts find under the subject's prefix
+    /// ([`Keys::limit_state`] with an empty id). Holds `:`, so it never names a limit's state.
+    pub fn limit_reservations(&self, subject_hash: &str) -> String {
+        self.key(Feature::RateLimit, &format!("{{{subject_hash}}}:usage:reservations"))
+    }
+
     /// Pattern matching every limiter key of one subject.
     pub fn limit_subject_pattern(&self, subject_hash: &str) -> String {
         format!("{}*", escape_glob(&self.key(Feature::RateLimit, &format!("{{{subject_hash}}}:"))))
@@ -238,6 +245,7 @@ mod tests {
         assert_eq!(a, "ns:ratelimit:v1:{abc}:tier-basic");
         assert!(b.contains("{abc}"));
         assert!(k.limit_override("abc").contains("{abc}"));
+        assert_eq!(k.limit_reservations("abc"), format!("{}usage:reservations", k.limit_state("abc", "")));
     }
 
     #[test]

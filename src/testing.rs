@@ -410,7 +410,7 @@ impl FakeRedis {
         let mut limits = Vec::new();
         let mut usage: Option<(crate::policy::Unit, u32)> = None;
         for i in 0..n_tier + n_route {
-            let at = 12 + 8 * i;
+            let at = 15 + 8 * i;
             let unit = argv.get(at + 5).and_then(|u| crate::policy::Unit::parse(u)).ok_or("ERR unit")?;
             let limit_cost = u32::try_from(num(at + 4)?).map_err(|_| "ERR limit cost")?;
             if !unit.is_requests() && usage.is_none() && charge == Mode::Consume {
@@ -445,6 +445,7 @@ impl FakeRedis {
         let lease_key = keys.last().map(text).unwrap_or_default();
         let slot_route = lease_key.rsplit(":lease:").next().unwrap_or_default().to_owned();
         let lease_id = argv.get(9).cloned().unwrap_or_default();
+        let reservation_id = argv.get(12).cloned().unwrap_or_default();
         let override_key = keys.first().map(text).unwrap_or_default();
         let subject = override_key.split('{').nth(1).and_then(|r| r.split('}').next()).unwrap_or_default().to_owned();
         let stored = match self.data.borrow().get(&override_key) {
@@ -460,7 +461,11 @@ impl FakeRedis {
             cost,
             mode: charge,
             usage: usage.as_ref().and_then(|(unit, reserve)| {
-                std::num::NonZeroU32::new(*reserve).map(|reserve| crate::limiter::Reservation { unit, reserve })
+                std::num::NonZeroU32::new(*reserve).map(|reserve| crate::limiter::Reservation {
+                    unit,
+                    reserve,
+                    id: &reservation_id,
+                })
             }),
             concurrency: slot_rule.as_ref().map(|rule| crate::limiter::Slot {
                 rule,

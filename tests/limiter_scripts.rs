@@ -2,7 +2,7 @@
 //! `redis-rest`): random limit sets (request and token units, enforced and shadow, with warning
 //! fractions, with and without a concurrency slot) and random sequences of checks, settlements
 //! and releases must give identical decisions, remaining units, reset times, leases, shadow
-//! denials and warnings; plus the scripts' contracts (overrides, peek, TTLs, NOSCRIPT after a
+//! denials, warnings and reservations in flight (the set's members, deadlines and expiry); plus the scripts' contracts (overrides, peek, TTLs, NOSCRIPT after a
 //! flush, one command per check, warnings published once).
 #![cfg(not(target_arch = "wasm32"))]
 
@@ -68,6 +68,29 @@ fn pttl(stack: &Stack, key: &str) -> i64 {
         Resp::Int(n) => n,
         other => panic!("PTTL {key}: {other:?}"),
     }
+}
+
+/// The reservations in flight Redis holds for `subject`: (member, deadline) in member order, and
+/// the set's absolute expiry (Unix ms; `None` without the key).
+fn reservations_in_redis(stack: &Stack, keys: &Keys, subject: &str) -> (Vec<(String, u64)>, Option<u64>) {
+    let key = keys.limit_reservations(subject);
+    let text = |r: &Resp| match r {
+        Resp::Bulk(Some(b)) => String::from_utf8(b.clone()).expect("UTF-8"),
+        other => panic!("ZRANGE item: {other:?}"),
+    };
+    let mut records: Vec<(String, u64)> = match stack.redis(&["ZRANGE", &key, "0", "-1", "WITHSCORES"]) {
+        Resp::Array(Some(items)) => {
+            items.chunks(2).map(|p| (text(&p[0]), text(&p[1]).parse().expect("integer score"))).collect()
+        }
+        other => panic!("ZRANGE: {other:?}"),
+    };
+    records.sort();
+    let expiry = match stack.redis(&["PEXPIRETIME", &key]) {
+        Resp::Int(-2) => None,
+        Resp::Int(at) => Some(u64::try_from(at).expect("a key with an expiry")),
+        other => panic!("PEXPIRETIME: {other:?}"),
+    };
+    (records, expiry)
 }
 
 fn subject_keys(stack: &Stack, keys: &Keys, subject: &str) -> Vec<String> {
@@ -209,6 +232,11 @@ struct Seen {
     warnings: u64,
     settles: u64,
     releases: u64,
+    /// Reservations recorded in flight by a check, removed by a settlement, and dropped as
+    /// expired when a later one was recorded.
+    recorded: u64,
+    removed: u64,
+    expired: u64,
 }
 
 #[test]
@@ -250,17 +278,30 @@ fn the_scripts_decide_exactly_as_the_rust_models() {
             }
             let mut now = case.start_ms;
             let mut leases: Vec<String> = Vec::new();
-            let mut reserved: Option<Decision> = None;
-            let lease_ids: Vec<String> = (0..case.steps.len()).map(|i| format!("lease{i}")).collect();
+            // The latest allowed check, and the step it ran at (its reservation id).
+            let mut reserved: Option<(Decision, usize)> = None;
+            let ids: Vec<String> = (0..case.steps.len()).map(|i| format!("req{i}")).collect();
+            let base_at = |i: usize| Check {
+                usage: case.reserve.map(|r| Reservation {
+                    unit: &unit,
+                    reserve: NonZeroU32::new(r).expect("reserve"),
+                    id: &ids[i],
+                }),
+                concurrency: rule.as_ref().map(|rule| Slot { rule, route: "p", lease_id: &ids[i] }),
+                ..check(&subject, &tier, &route, 1, Mode::Consume)
+            };
+            let records = |model: &MemoryLimiter| -> Vec<(String, u64)> {
+                let mut r: Vec<(String, u64)> = model
+                    .reservations(&subject)
+                    .map(|r| r.records().map(|(m, d)| (m.to_owned(), d)).collect())
+                    .unwrap_or_default();
+                r.sort();
+                r
+            };
             for (i, step) in case.steps.iter().enumerate() {
                 now += step.dt;
-                let base = Check {
-                    usage: case
-                        .reserve
-                        .map(|r| Reservation { unit: &unit, reserve: NonZeroU32::new(r).expect("reserve") }),
-                    concurrency: rule.as_ref().map(|rule| Slot { rule, route: "p", lease_id: &lease_ids[i] }),
-                    ..check(&subject, &tier, &route, 1, Mode::Consume)
-                };
+                let base = base_at(i);
+                let before = records(&model);
                 match &step.op {
                     Op::Check { cost, peek } => {
                         let mode = if *peek { Mode::Peek } else { Mode::Consume };
@@ -275,21 +316,34 @@ fn the_scripts_decide_exactly_as_the_rust_models() {
                         s.shadow_denials += from_model.snapshot().shadow_denied.len() as u64;
                         s.warnings += from_model.snapshot().warnings.len() as u64;
                         if from_model.snapshot().concurrency.as_ref().is_some_and(|c| c.acquired) {
-                            leases.push(lease_ids[i].clone());
+                            leases.push(ids[i].clone());
+                        }
+                        let after = records(&model);
+                        let member = format!("req{i}:");
+                        let added = after.iter().any(|(m, _)| m.starts_with(&member));
+                        prop_assert_eq!(
+                            added,
+                            from_model.is_allowed() && c.settlement(&from_model, 0).is_some(),
+                            "a reservation is recorded exactly when a settlement will follow"
+                        );
+                        s.recorded += u64::from(added);
+                        if added {
+                            s.expired += before.iter().filter(|b| !after.contains(b)).count() as u64;
                         }
                         if from_model.is_allowed() && mode == Mode::Consume {
-                            reserved = Some(from_model);
+                            reserved = Some((from_model, i));
                         }
                     }
                     Op::Settle { actual } => {
-                        let Some(decision) = reserved.take() else { continue };
-                        let Some(settlement) = base.settlement(&decision, *actual) else { continue };
+                        let Some((decision, at)) = reserved.take() else { continue };
+                        let Some(settlement) = base_at(at).settlement(&decision, *actual) else { continue };
                         let from_script = settle_at(&client, &keys, &settlement, now).await;
                         let from_model = model.settle(&settlement, now);
                         prop_assert_eq!(&from_script, &from_model, "settle at step {} at now = {}", i, now);
                         let mut s = seen.borrow_mut();
                         s.settles += 1;
                         s.warnings += from_model.len() as u64;
+                        s.removed += u64::from(before.len() > records(&model).len());
                     }
                     Op::Release { which } => {
                         if leases.is_empty() {
@@ -304,6 +358,12 @@ fn the_scripts_decide_exactly_as_the_rust_models() {
                         seen.borrow_mut().releases += 1;
                     }
                 }
+                // The reservations in flight: the same members with the same deadlines, and the
+                // set expiring at its latest deadline.
+                let (in_redis, expiry) = reservations_in_redis(&stack, &keys, &subject);
+                prop_assert_eq!(&in_redis, &records(&model), "reservations after step {} ({:?})", i, step);
+                let latest = model.reservations(&subject).and_then(|r| r.expires_at());
+                prop_assert_eq!(expiry, latest, "the set's expiry after step {}", i);
             }
             // Every key expires; the override (set here without a TTL) is the one exception.
             let override_key = keys.limit_override(&subject);
@@ -321,6 +381,7 @@ fn the_scripts_decide_exactly_as_the_rust_models() {
     eprintln!("script == model over {} cases: {s:?}", counter.get());
     // The generator reaches every feature; a change that starved one would make this property weaker.
     assert!(s.denied_by_slot > 0 && s.shadow_denials > 0 && s.warnings > 0 && s.settles > 0 && s.releases > 0, "{s:?}");
+    assert!(s.recorded > 0 && s.removed > 0 && s.expired > 0, "{s:?}");
 }
 
 /// Runs a settlement on Redis at a given time; the warnings it published.
@@ -558,4 +619,64 @@ async fn the_check_and_the_cache_read_share_one_command_and_decide_as_the_check_
     assert_eq!(second.expect("decided").lock, Some(false), "held by the first filler");
     let hit = remote.check_and_read(&check("m3", &tier, &[], 1, Mode::Consume), &read, Some(lock("t3"))).await;
     assert_eq!(hit.expect("decided").lock, None, "an entry exists: nothing to lock");
+}
+
+#[tokio::test]
+async fn a_reservation_is_in_flight_from_its_check_to_its_settlement() {
+    let stack = Stack::start().await;
+    let client = stack.client();
+    let keys = Keys::default();
+    let mut day = limit("tokens-day", Algorithm::FixedWindow, 1_000, 24 * HOUR);
+    day.unit = tokens();
+    let tier = [limit("tier-basic", Algorithm::FixedWindow, 100, HOUR)];
+    let route = [day.clone()];
+    let rule = ConcurrencyRule {
+        id: "route-chat-concurrency".into(),
+        limit: NonZeroU32::new(2).expect("2"),
+        lease_ms: NonZeroU64::new(30_000).expect("lease"),
+        mode: LimitMode::Enforce,
+    };
+    let reserve = NonZeroU32::new(300).expect("300");
+    let set = keys.limit_reservations("res");
+    let at = |id| Check {
+        usage: Some(Reservation { unit: &day.unit, reserve, id }),
+        ..check("res", &tier, &route, 1, Mode::Consume)
+    };
+
+    // Without a slot: until the end of the day window the 300 tokens were charged to.
+    let first = run(&client, &keys, &at("r1")).await;
+    let now = first.snapshot().now_ms;
+    let day_end = now - now % (24 * HOUR) + 24 * HOUR;
+    let (held, expiry) = reservations_in_redis(&stack, &keys, "res");
+    assert_eq!(held, [("r1:300:tokens".to_owned(), day_end)]);
+    assert_eq!(expiry, Some(day_end));
+
+    // With a slot: until the lease's deadline.
+    let slotted = Check { concurrency: Some(Slot { rule: &rule, route: "chat", lease_id: "r2" }), ..at("r2") };
+    let second = run(&client, &keys, &slotted).await;
+    let lease_deadline = second.snapshot().now_ms + 30_000;
+    let (held, expiry) = reservations_in_redis(&stack, &keys, "res");
+    assert_eq!(held, [("r1:300:tokens".to_owned(), day_end), ("r2:300:tokens".to_owned(), lease_deadline)]);
+    assert_eq!(expiry, Some(day_end), "the set lasts as long as its latest record");
+
+    // A peek and a refused check record nothing.
+    run(&client, &keys, &Check { mode: Mode::Peek, ..at("r3") }).await;
+    let big = Check {
+        usage: Some(Reservation { reserve: NonZeroU32::new(900).expect("900"), ..at("r4").usage.expect("usage") }),
+        ..at("r4")
+    };
+    assert_eq!(run(&client, &keys, &big).await.violated(), Some("tokens-day"));
+    assert_eq!(reservations_in_redis(&stack, &keys, "res").0.len(), 2);
+
+    // Each settlement removes its own record; the last one removes the key.
+    for (decision, id, check) in [(&first, "r1", at("r1")), (&second, "r2", slotted)] {
+        let settlement = check.settlement(decision, 120).expect("reserved");
+        let call = settlement.command(&keys);
+        client.eval(settle_script(), &call.keys, &call.args).await.expect("settle runs");
+        let (held, _) = reservations_in_redis(&stack, &keys, "res");
+        assert!(held.iter().all(|(m, _)| !m.starts_with(id)), "{id} settled: {held:?}");
+    }
+    assert_eq!(stack.redis(&["EXISTS", &set]), Resp::Int(0));
+    let d = run(&client, &keys, &check("res", &tier, &route, 1, Mode::Peek)).await;
+    assert_eq!(d.snapshot().limit("tokens-day").map(|l| l.remaining), Some(1_000 - 240), "settled at 120 each");
 }

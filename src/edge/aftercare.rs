@@ -1,12 +1,12 @@
 //! What an allowed request owes once its answer's body has ended (or its client went away): the
-//! settlement of its usage reservation and the release of its concurrency lease, together in one
-//! background round trip (one `/pipeline`: `settle.lua` + `release.lua`), or in the isolate's
-//! limiter when the check was decided there.
+//! settlement of its usage reservation (which also removes its record in flight) and the release
+//! of its concurrency lease, together in one background round trip (one `/pipeline`:
+//! `settle.lua` + `release.lua`), or in the isolate's limiter when the check was decided there.
 
 use std::rc::Rc;
 
 use crate::limiter::{release_script, settle_script, Check, Decision, Release, Settlement};
-use crate::policy::{Limit, UsageSource};
+use crate::policy::{Limit, Unit, UsageSource};
 use crate::redis::Entry;
 
 use super::mode::LimitMode;
@@ -42,6 +42,7 @@ impl Aftercare {
             limits: settlement.as_ref().map(|s| s.limits.iter().map(|l| (*l).clone()).collect()).unwrap_or_default(),
             reserved_at_ms: settlement.as_ref().map_or(0, |s| s.reserved_at_ms),
             reserve: settlement.as_ref().map_or(0, |s| s.reserve),
+            reservation: settlement.as_ref().map(|s| (s.reservation_id.to_owned(), s.unit.clone())),
             lease: release.map(|r| (r.route.to_owned(), r.lease_id.to_owned())),
         };
         let services = services.clone();
@@ -64,17 +65,21 @@ struct Owed {
     limits: Vec<Limit>,
     reserved_at_ms: u64,
     reserve: u32,
+    /// The reservation's id and unit: its record in flight, removed by the settlement.
+    reservation: Option<(String, Unit)>,
     lease: Option<(String, String)>,
 }
 
 impl Owed {
     async fn pay<P: Platform>(self, services: &Services<P>, mode: LimitMode, actual: Option<u32>) {
-        let settlement = (!self.limits.is_empty()).then(|| Settlement {
+        let settlement = self.reservation.as_ref().filter(|_| !self.limits.is_empty()).map(|(id, unit)| Settlement {
             subject_hash: &self.subject,
             limits: self.limits.iter().collect(),
             reserved_at_ms: self.reserved_at_ms,
             reserve: self.reserve,
             actual: actual.unwrap_or(self.reserve),
+            reservation_id: id,
+            unit,
         });
         let release =
             self.lease.as_ref().map(|(route, lease_id)| Release { subject_hash: &self.subject, route, lease_id });

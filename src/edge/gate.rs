@@ -67,17 +67,25 @@ pub async fn gated<P: Platform>(services: &Rc<Services<P>>, req: EdgeRequest) ->
     };
     let no_limits: [Limit; 0] = [];
     let route = routed.route.as_ref().map(|(r, _)| *r);
-    // A lease id per request on routes with concurrency slots (released when its body ends).
-    let lease_id = route.and_then(|r| r.concurrency.as_ref()).map(|_| services.random.token()).unwrap_or_default();
+    // An id per request on routes with concurrency slots or a usage reservation: it names the
+    // lease (released when the body ends) and the reservation in flight (removed when it settles).
+    let request_id = route
+        .filter(|r| r.concurrency.is_some() || r.usage.is_some())
+        .map(|_| services.random.token())
+        .unwrap_or_default();
     let check = Check {
         subject_hash: &caller.identity.subject_hash,
         tier_limits: &caller.tier.limits,
         route_limits: route.map_or(&no_limits[..], |r| &r.limits),
         cost: route.map_or(NonZeroU32::MIN, |r| r.cost),
         mode: Mode::Consume,
-        usage: route.and_then(|r| r.usage.as_ref()).map(|u| Reservation { unit: &u.unit, reserve: u.reserve }),
+        usage: route.and_then(|r| r.usage.as_ref()).map(|u| Reservation {
+            unit: &u.unit,
+            reserve: u.reserve,
+            id: &request_id,
+        }),
         concurrency: route
-            .and_then(|r| r.concurrency.as_ref().map(|rule| Slot { rule, route: &r.name, lease_id: &lease_id })),
+            .and_then(|r| r.concurrency.as_ref().map(|rule| Slot { rule, route: &r.name, lease_id: &request_id })),
     };
     let target = match cache_target(services, &routed, &caller) {
         Ok(t) => t,

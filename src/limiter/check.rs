@@ -35,13 +35,16 @@ impl Mode {
     }
 }
 
-/// The usage reservation of a route: limits of `unit` are charged `reserve` in the check.
+/// The usage reservation of a route: limits of `unit` are charged `reserve` in the check, and the
+/// reservation is recorded as in flight under `id` until its settlement.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Reservation<'a> {
     /// The unit the route's origin reports.
     pub unit: &'a Unit,
     /// Units held until the answer settles.
     pub reserve: NonZeroU32,
+    /// This request's reservation id, unique per request (its settlement removes the record).
+    pub id: &'a str,
 }
 
 /// The concurrency slot a request asks for.
@@ -122,18 +125,16 @@ impl<'a> Check<'a> {
 
     /// Refuses limits outside the exact-math bounds, ids shared by limits that disagree on
     /// algorithm or window (limits agreeing on both are checked once; see [`merge_shared`]),
-    /// and malformed lease ids.
+    /// and malformed lease and reservation ids.
     pub fn validate(&self) -> Result<(), LimiterError> {
         for limit in self.limits() {
             check_bounds(limit)?;
         }
-        if let Some(slot) = self.concurrency {
-            let id = slot.lease_id;
-            let ok =
-                (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-');
-            if !ok {
-                return Err(LimiterError::BadLeaseId);
-            }
+        if self.concurrency.is_some_and(|slot| !is_request_id(slot.lease_id)) {
+            return Err(LimiterError::BadLeaseId);
+        }
+        if self.usage.is_some_and(|usage| !is_request_id(usage.id)) {
+            return Err(LimiterError::BadReservationId);
         }
         merge_shared(self.limits()).map(|_| ())
     }
@@ -176,6 +177,14 @@ impl<'a> Check<'a> {
             None => {
                 args.extend([Arg::from(0u32), Arg::from(0u32), Arg::from(""), Arg::from("enforce"), Arg::from("")]);
             }
+        }
+        match self.usage.filter(|_| self.mode == Mode::Consume) {
+            Some(usage) => {
+                args.push(Arg::from(usage.id));
+                args.push(Arg::from(usage.unit.as_str()));
+                args.push(Arg::from(usage.reserve.get()));
+            }
+            None => args.extend([Arg::from(""), Arg::from(""), Arg::from(0u32)]),
         }
         for (limit, cost) in tier.iter().chain(&route) {
             args.push(Arg::from(limit.id.as_str()));
@@ -222,6 +231,8 @@ impl<'a> Check<'a> {
             reserved_at_ms: snapshot.now_ms,
             reserve: usage.reserve.get(),
             actual,
+            reservation_id: usage.id,
+            unit: usage.unit,
         })
     }
 
@@ -231,6 +242,11 @@ impl<'a> Check<'a> {
         let acquired = decision.snapshot().concurrency.as_ref().is_some_and(|c| c.acquired);
         acquired.then_some(Release { subject_hash: self.subject_hash, route: slot.route, lease_id: slot.lease_id })
     }
+}
+
+/// Whether `id` can name a lease or a reservation: 1 to 64 ASCII letters, digits, `_` or `-`.
+fn is_request_id(id: &str) -> bool {
+    (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// `warn_at` as the script takes it: parts per million, comma-separated, `""` for none.
@@ -251,9 +267,19 @@ pub struct Settlement<'a> {
     pub reserve: u32,
     /// Units the origin reported.
     pub actual: u32,
+    /// The check's reservation id: the record of the reservation in flight that the settlement
+    /// removes.
+    pub reservation_id: &'a str,
+    /// The unit reserved.
+    pub unit: &'a Unit,
 }
 
 impl Settlement<'_> {
+    /// The record of the reservation in flight (see [`super::reservations`]).
+    pub fn member(&self) -> String {
+        super::reservations::member(self.reservation_id, self.reserve, self.unit)
+    }
+
     /// The script's keys and arguments; time comes from Redis `TIME`.
     pub fn command(&self, keys: &Keys) -> ScriptCall {
         self.build(keys, None)
@@ -273,6 +299,8 @@ impl Settlement<'_> {
             Arg::from(self.reserved_at_ms),
             Arg::from(self.reserve),
             Arg::from(self.actual),
+            Arg::from(self.reservation_id),
+            Arg::from(self.unit.as_str()),
             Arg::from(self.limits.len()),
         ];
         for limit in &self.limits {
@@ -637,7 +665,8 @@ mod tests {
         );
         assert_eq!(call.args[0], Arg::Str(String::new()), "production time comes from Redis TIME");
         assert_eq!(call.args[3], Arg::Str("ns:ratelimit:v1:{abc}:".into()));
-        assert_eq!(call.args.len(), 12 + 8 * 2);
+        assert_eq!(call.args.len(), 15 + 8 * 2);
+        assert_eq!(call.args[12..15], [Arg::from(""), Arg::from(""), Arg::from(0u32)], "no reservation");
         assert_eq!(check.command_at(&Keys::new("ns"), 42).expect("valid").args[0], Arg::Int(42));
         assert_eq!(call.evalsha().name(), "EVALSHA");
     }
@@ -758,16 +787,49 @@ mod tests {
             route_limits: &[],
             cost: NonZeroU32::MIN,
             mode: Mode::Consume,
-            usage: Some(Reservation { unit: &tokens.unit, reserve: NonZeroU32::new(300).expect("300") }),
+            usage: Some(Reservation { unit: &tokens.unit, reserve: NonZeroU32::new(300).expect("300"), id: "r1" }),
             concurrency: Some(Slot { rule: &rule, route: "chat", lease_id: "l1" }),
         };
         let call = check.command(&Keys::new("ns")).expect("valid");
         assert_eq!(call.keys.len(), 1 + 2 + 1, "bytes are not reported on this route: not charged");
         assert_eq!(call.keys[3], "ns:ratelimit:v1:{abc}:lease:chat");
-        assert_eq!(call.args[12 + 8 + 4], Arg::from(300u32), "the token limit costs the reservation");
-        assert_eq!(call.args[12 + 4], Arg::from(1u32), "the request limit costs the route's cost");
+        assert_eq!(call.args[12..15], [Arg::from("r1"), Arg::from("tokens"), Arg::from(300u32)], "the reservation");
+        assert_eq!(call.args[15 + 8 + 4], Arg::from(300u32), "the token limit costs the reservation");
+        assert_eq!(call.args[15 + 4], Arg::from(1u32), "the request limit costs the route's cost");
+        let peek = Check { mode: Mode::Peek, ..check }.command(&Keys::new("ns")).expect("valid");
+        assert_eq!(peek.args[12..15], [Arg::from(""), Arg::from(""), Arg::from(0u32)], "a peek records nothing");
         let bad = Check { concurrency: Some(Slot { rule: &rule, route: "chat", lease_id: "no spaces" }), ..check };
         assert_eq!(bad.validate(), Err(LimiterError::BadLeaseId));
+        for id in ["", "a:b", &"x".repeat(65)] {
+            let usage = Some(Reservation { id, ..check.usage.expect("usage") });
+            assert_eq!(Check { usage, ..check }.validate(), Err(LimiterError::BadReservationId), "{id:?}");
+        }
+    }
+
+    #[test]
+    fn a_settlement_names_the_reservation_it_removes() {
+        let mut tokens = limit("tier-tokens", Algorithm::FixedWindow, 1_000, 86_400_000);
+        tokens.unit = Unit::parse("tokens").expect("unit");
+        let tier = [tokens.clone()];
+        let check = Check {
+            subject_hash: "abc",
+            tier_limits: &tier,
+            route_limits: &[],
+            cost: NonZeroU32::MIN,
+            mode: Mode::Consume,
+            usage: Some(Reservation { unit: &tokens.unit, reserve: NonZeroU32::new(300).expect("300"), id: "r1" }),
+            concurrency: None,
+        };
+        let decision = crate::limiter::MemoryLimiter::new(16).check(&check, 5_000).expect("valid");
+        let settlement = check.settlement(&decision, 120).expect("a reservation was charged");
+        assert_eq!(settlement.member(), "r1:300:tokens");
+        let call = settlement.command(&Keys::new("ns"));
+        assert_eq!(call.args[1], Arg::from("ns:ratelimit:v1:{abc}:"), "the set is found under the prefix");
+        assert_eq!(
+            call.args[4..9],
+            [Arg::from(300u32), Arg::from(120u32), Arg::from("r1"), Arg::from("tokens"), Arg::from(1usize)]
+        );
+        assert_eq!(call.args.len(), 9 + 7);
     }
 
     #[test]

@@ -23,6 +23,9 @@ pub enum LimiterError {
     /// A concurrency lease id is not 1 to 64 ASCII letters, digits, `_` or `-`.
     #[error("bad lease id")]
     BadLeaseId,
+    /// A usage reservation id is not 1 to 64 ASCII letters, digits, `_` or `-`.
+    #[error("bad reservation id")]
+    BadReservationId,
     /// The script's reply did not have the documented shape.
     #[error("malformed limiter reply: {0}")]
     MalformedReply(&'static str),

@@ -11,6 +11,7 @@ use super::concurrency::Leases;
 use super::decision::{Decision, Warning};
 use super::model::{evaluate, merge_shared, Charge, Crossing, SlotRequest, State};
 use super::overrides::Override;
+use super::reservations::{self, InFlight, Reservations};
 use super::settle::settle;
 use super::LimiterError;
 
@@ -42,6 +43,8 @@ pub struct MemoryLimiter {
     overrides: HashMap<String, Override>,
     /// Lease sets by (subject, route).
     leases: HashMap<(String, String), Leases>,
+    /// Usage reservations in flight, by subject.
+    reservations: HashMap<String, Reservations>,
     /// Warning marks by (subject, limit id, ppm): until when a crossing is not reported again.
     warned: HashMap<(String, String, u32), u64>,
     capacity: usize,
@@ -60,6 +63,7 @@ impl MemoryLimiter {
             entries: HashMap::new(),
             overrides: HashMap::new(),
             leases: HashMap::new(),
+            reservations: HashMap::new(),
             warned: HashMap::new(),
             capacity,
         }
@@ -70,6 +74,7 @@ impl MemoryLimiter {
         self.entries.retain(|key, _| key.subject_hash != subject_hash);
         self.overrides.remove(subject_hash);
         self.leases.retain(|(s, _), _| s != subject_hash);
+        self.reservations.remove(subject_hash);
         self.warned.retain(|(s, _, _), _| s != subject_hash);
     }
 
@@ -132,7 +137,9 @@ impl MemoryLimiter {
         let empty = Leases::new();
         let held = lease_key.as_ref().and_then(|k| self.leases.get(k)).unwrap_or(&empty);
         let slot = check.concurrency.map(|s| SlotRequest { rule: s.rule, leases: held });
-        let evaluation = evaluate(&charges, slot, now_ms, check.mode, tier_name, override_ignored);
+        let reserving = check.usage.filter(|_| check.mode == super::Mode::Consume);
+        let evaluation =
+            evaluate(&charges, slot, now_ms, check.mode, reserving.map(|u| u.unit), tier_name, override_ignored);
         let names: Vec<String> = limits.iter().map(|l| l.id.clone()).collect();
 
         if evaluation.writes.iter().any(Option::is_some) {
@@ -145,6 +152,10 @@ impl MemoryLimiter {
         }
         if let (Some(until), Some(key), Some(slot)) = (evaluation.lease_until, lease_key, check.concurrency) {
             self.leases.entry(key).or_default().acquire(now_ms, slot.lease_id, until);
+        }
+        if let (Some(until), Some(usage)) = (evaluation.reservation_until, reserving) {
+            let member = reservations::member(usage.id, usage.reserve.get(), usage.unit);
+            self.reservations.entry(check.subject_hash.to_owned()).or_default().record(now_ms, member, until);
         }
         let mut decision = evaluation.decision;
         let warnings = self.mark_warnings(check.subject_hash, &names, &evaluation.crossings, now_ms);
@@ -167,6 +178,12 @@ impl MemoryLimiter {
             }
             crossings.extend(settled.crossings.into_iter().map(|c| Crossing { index: i, ..c }));
         }
+        if let Some(held) = self.reservations.get_mut(settlement.subject_hash) {
+            held.settle(&settlement.member());
+            if held.is_empty() {
+                self.reservations.remove(settlement.subject_hash);
+            }
+        }
         self.mark_warnings(settlement.subject_hash, &names, &crossings, now_ms)
     }
 
@@ -184,6 +201,16 @@ impl MemoryLimiter {
     /// Live leases of a subject on a route.
     pub fn leases_in_flight(&self, subject_hash: &str, route: &str, now_ms: u64) -> u32 {
         self.leases.get(&(subject_hash.to_owned(), route.to_owned())).map_or(0, |l| l.live(now_ms))
+    }
+
+    /// A subject's usage reservations in flight at `now_ms`, per unit.
+    pub fn reservations_in_flight(&self, subject_hash: &str, now_ms: u64) -> Vec<InFlight> {
+        self.reservations.get(subject_hash).map_or_else(Vec::new, |r| reservations::tally(r.live(now_ms)))
+    }
+
+    /// A subject's reservation records, live or expired (what its Redis set holds).
+    pub fn reservations(&self, subject_hash: &str) -> Option<&Reservations> {
+        self.reservations.get(subject_hash)
     }
 
     /// Keeps the crossings not yet reported in their window, and marks them reported.
@@ -349,6 +376,56 @@ mod tests {
             m.check(&check(&format!("flood{i}"), &long, &[], 1, Mode::Consume), T0 + 2_000).expect("valid");
             assert!(m.len() <= 100);
         }
+    }
+
+    #[test]
+    fn a_reservation_is_in_flight_from_its_check_to_its_settlement() {
+        use crate::limiter::{InFlight, Reservation, Slot};
+        use crate::policy::{ConcurrencyRule, LimitMode, Unit};
+        let tokens = Unit::parse("tokens").expect("unit");
+        let mut day = limit("tokens-day", Algorithm::FixedWindow, 1_000, 86_400_000);
+        day.unit = tokens.clone();
+        let route = [day];
+        let rule = ConcurrencyRule {
+            id: "route-chat-concurrency".into(),
+            limit: NonZeroU32::new(2).expect("2"),
+            lease_ms: std::num::NonZeroU64::new(30_000).expect("lease"),
+            mode: LimitMode::Enforce,
+        };
+        let reserve = NonZeroU32::new(300).expect("300");
+        let with = |id: &'static str| Check {
+            usage: Some(Reservation { unit: &tokens, reserve, id }),
+            ..check("s", &[], &route, 1, Mode::Consume)
+        };
+        let mut m = MemoryLimiter::default();
+        let first = m.check(&with("r1"), T0).expect("valid");
+        let slotted = Check { concurrency: Some(Slot { rule: &rule, route: "chat", lease_id: "r2" }), ..with("r2") };
+        let second = m.check(&slotted, T0 + 1).expect("valid");
+        let records: Vec<(&str, u64)> = m.reservations("s").expect("recorded").records().collect();
+        let day_end = T0 - T0 % 86_400_000 + 86_400_000;
+        assert_eq!(records, [("r1:300:tokens", day_end), ("r2:300:tokens", T0 + 1 + 30_000)], "the lease caps it");
+        assert_eq!(m.reservations_in_flight("s", T0 + 2), [InFlight { unit: tokens.clone(), count: 2, units: 600 }]);
+        assert_eq!(
+            m.reservations_in_flight("s", T0 + 30_001).len(),
+            1,
+            "past the lease's deadline it no longer counts"
+        );
+
+        // A peek, a refusal and a check charging no limit of the unit record nothing.
+        m.check(&Check { mode: Mode::Peek, ..with("r3") }, T0 + 2).expect("valid");
+        let big = NonZeroU32::new(500).expect("500");
+        let refused = Check { usage: Some(Reservation { unit: &tokens, reserve: big, id: "r4" }), ..with("r4") };
+        assert!(!m.check(&refused, T0 + 2).expect("valid").is_allowed());
+        let other = Unit::parse("bytes").expect("unit");
+        let uncharged = Check { usage: Some(Reservation { unit: &other, reserve, id: "r5" }), ..with("r5") };
+        assert!(m.check(&uncharged, T0 + 2).expect("valid").is_allowed());
+        assert_eq!(m.reservations("s").map(|r| r.records().count()), Some(2));
+
+        for (decision, c) in [(&first, with("r1")), (&second, slotted)] {
+            m.settle(&c.settlement(decision, 100).expect("reserved"), T0 + 3);
+        }
+        assert!(m.reservations("s").is_none(), "every record settled");
+        assert!(m.reservations_in_flight("s", T0 + 3).is_empty());
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //! - units other than requests are reserved in the check and settled after the answer
 //!   ([`Settlement`], `scripts/settle.lua`, model in [`settle`]); concurrency slots are leases
 //!   with a deadline in the same check, ended by [`Release`] (`scripts/release.lua`, model in
-//!   [`concurrency`]); shadow limits are counted but never refuse; quota warnings are published
+//!   [`concurrency`]); each reservation is recorded in flight until it settles
+//!   ([`reservations`]); shadow limits are counted but never refuse; quota warnings are published
 //!   from inside the scripts;
 //! - [`Override`]: per-subject tier and limits, changed without a redeploy;
 //! - [`rate_limit_headers`]: the `X-RateLimit-*`, IETF `RateLimit*` and `Retry-After` headers;
@@ -30,6 +31,7 @@ mod memory;
 mod model;
 mod overrides;
 mod remote;
+pub mod reservations;
 pub mod settle;
 pub mod sliding_window;
 pub mod token_bucket;
@@ -53,6 +55,7 @@ pub use model::{
 };
 pub use overrides::{Override, OverrideError, MAX_OVERRIDE_LIMITS, MAX_OVERRIDE_NAME};
 pub use remote::{Checked, FillLock, RemoteError, RemoteLimiter};
+pub use reservations::{InFlight, Reservations};
 pub use usage::UsageMeter;
 
 /// Default sizes of the bounded in-isolate structures.

@@ -3,7 +3,7 @@
 //!
 //! The functions here are the specification of `scripts/check.lua`: same inputs, same integers.
 
-use crate::policy::{Algorithm, ConcurrencyRule, Limit, LimitMode, WarnAt};
+use crate::policy::{Algorithm, ConcurrencyRule, Limit, LimitMode, Unit, WarnAt};
 
 use super::concurrency::{slot_free_at, Leases, RETRY_HINT_MS};
 use super::decision::{ConcurrencyState, Decision, LimitState, Snapshot};
@@ -240,7 +240,8 @@ pub struct Crossing {
 }
 
 /// The all-or-nothing result of a limit set: the decision, the states to store (one per limit,
-/// in order; `None` where nothing is written), the lease to take and the warnings crossed.
+/// in order; `None` where nothing is written), the lease to take, the reservation to record and
+/// the warnings crossed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Evaluation {
     /// What the caller is told.
@@ -249,6 +250,9 @@ pub struct Evaluation {
     pub writes: Vec<Option<State>>,
     /// The deadline of the lease to add, when the check takes a concurrency slot.
     pub lease_until: Option<u64>,
+    /// The deadline of the reservation to record, when the check charged the usage unit to at
+    /// least one limit (see [`super::reservations`]).
+    pub reservation_until: Option<u64>,
     /// Warning fractions the charge crossed, before de-duplication per window.
     pub crossings: Vec<Crossing>,
 }
@@ -270,11 +274,15 @@ pub struct Evaluation {
 ///    `shadow_denied`, whatever the outcome.
 /// 5. Every limit written with `warn_at` reports the fractions its usage crossed: `used` before
 ///    the charge `< ⌈f × limit⌉ ≤` used after, `used = limit − remaining`.
+/// 6. With `reserving` (the route's usage unit), a check that wrote at least one limit of that
+///    unit records its reservation until the latest expiry of those states, capped at the
+///    deadline of the lease it took.
 pub fn evaluate(
     charges: &[Charge<'_>],
     slot: Option<SlotRequest<'_>>,
     now_ms: u64,
     mode: Mode,
+    reserving: Option<&Unit>,
     tier: Option<String>,
     override_ignored: bool,
 ) -> Evaluation {
@@ -373,7 +381,18 @@ pub fn evaluate(
             reset_ms: slot_free_at(&deadlines, s.rule.limit.get(), now_ms),
         }
     });
-    let writes = verdicts.into_iter().zip(&written).map(|((_, s), w)| if *w { s } else { None }).collect();
+    let writes: Vec<Option<State>> =
+        verdicts.into_iter().zip(&written).map(|((_, s), w)| if *w { s } else { None }).collect();
+    let reservation_until = reserving
+        .and_then(|unit| {
+            charges
+                .iter()
+                .zip(&writes)
+                .filter(|(c, _)| c.limit.unit == *unit)
+                .filter_map(|(c, w)| w.as_ref().map(|s| s.expires_at(c.limit)))
+                .max()
+        })
+        .map(|until| lease_until.map_or(until, |lease| until.min(lease)));
 
     let id_of = |i: usize| match (charges.get(i), &concurrency) {
         (Some(c), _) => c.limit.id.clone(),
@@ -389,7 +408,7 @@ pub fn evaluate(
         Some((violated, Some(retry_after_ms))) => Decision::Denied { violated, retry_after_ms, snapshot },
         None => Decision::Allowed(snapshot),
     };
-    Evaluation { decision, writes, lease_until, crossings }
+    Evaluation { decision, writes, lease_until, reservation_until, crossings }
 }
 
 /// Until when one warning per fraction holds: the end of the aligned window for the window
@@ -445,7 +464,7 @@ mod tests {
     fn eval(limits: &[(&Limit, Option<&State>)], now: u64, cost: u32, mode: Mode) -> Evaluation {
         let charges: Vec<Charge<'_>> =
             limits.iter().map(|(limit, state)| Charge { limit, cost, state: *state }).collect();
-        evaluate(&charges, None, now, mode, None, false)
+        evaluate(&charges, None, now, mode, None, None, false)
     }
 
     #[test]

@@ -19,6 +19,9 @@
 //! a count past the limit: that is the overshoot of reserve-then-settle, paid for by the next
 //! requests being refused until the window moves on. A settlement that crosses a `warn_at`
 //! fraction reports it like the check does.
+//!
+//! The script also removes the reservation's record in flight (see [`super::reservations`]);
+//! the memory limiter does the same around this model.
 
 use crate::policy::{Algorithm, Limit};
 

@@ -1,7 +1,9 @@
 --[[ check.lua: every limit that applies to one request, checked atomically, all or nothing:
-request counts, usage units (reservations), a concurrency slot, shadow limits and quota warnings.
+request counts, usage units (reservations, recorded in flight), a concurrency slot, shadow limits
+and quota warnings.
 
-The Rust models in src/limiter/{fixed_window,sliding_window,token_bucket,gcra,model,concurrency}.rs
+The Rust models in src/limiter/{fixed_window,sliding_window,token_bucket,gcra,model,concurrency,
+reservations}.rs
 are the specification of this script; tests/limiter_scripts.rs holds the two equal on a real Redis.
 
 KEYS[1]      the subject's override key   {ns}:ratelimit:v1:{<subject_hash>}:override
@@ -18,7 +20,8 @@ ARGV[2]  mode     "consume" (charge every limit if all allow) | "peek" (decide, 
 ARGV[3]  cost     units an override's limits (request limits) take, integer >= 1
 ARGV[4]  prefix   state key prefix of the subject ({ns}:ratelimit:v1:{<subject_hash>}:); an
                   override's limits live at prefix .. id, warning marks at prefix .. "warn:" ..
-                  id .. ":" .. ppm (":" never occurs in a limit id)
+                  id .. ":" .. ppm, the reservations in flight at prefix ..
+                  "usage:reservations" (":" never occurs in a limit id)
 ARGV[5]  n_tier   number of tier limits
 ARGV[6]  n_route  number of route limits
 ARGV[7]  subject  the subject hash, for quota-warning messages
@@ -27,7 +30,12 @@ ARGV[9]  lease_ms     lease time, >= 1
 ARGV[10] lease_id     this request's lease id, unique per request; "" in peek mode
 ARGV[11] slot_mode    "enforce" | "shadow"
 ARGV[12] slot_id      the slot's name (route-<name>-concurrency)
-ARGV[13+8(i-1) .. 20+8(i-1)]   limit i: id, algorithm (fixed_window | sliding_window |
+ARGV[13] res_id       this request's reservation id ([A-Za-z0-9_-]{1,64}, unique per request);
+                      "" when nothing is reserved (no usage rule, or peek mode: ARGV[14..15]
+                      are then ignored)
+ARGV[14] res_unit     the reserved unit (the route's usage unit)
+ARGV[15] res_units    units reserved (the route's reserve), >= 1
+ARGV[16+8(i-1) .. 23+8(i-1)]   limit i: id, algorithm (fixed_window | sliding_window |
                   token_bucket | gcra), limit (units per window, >= 1), window_ms (>= 1),
                   cost (units this request takes from it, >= 1: the route's cost for requests,
                   its reservation for its usage unit), unit, mode ("enforce" | "shadow"),
@@ -43,9 +51,9 @@ limit * window_ms <= 2^52); an invalid one is ignored and reported (status 2).
 Limits sharing an id share their key (the policy requires them to agree on algorithm, window,
 unit and mode): they are checked once, in the place of the first, with the smaller limit.
 
-Cluster: every key, including the override limits' and warning marks' keys derived here from
-ARGV[4] (which the caller cannot know in advance, so they are not in KEYS), carries the
-subject's hash tag {<subject_hash>}: all live in one slot.
+Cluster: every key, including the override limits', warning marks' and reservations' keys
+derived here from ARGV[4] (not in KEYS), carries the subject's hash tag {<subject_hash>}: all
+live in one slot.
 
 Phase 1 reads every state and decides each limit at its own cost, and counts the live leases
 (deadline > now) of the slot. Only ENFORCED limits refuse: if one says impossible (cost > limit)
@@ -58,6 +66,14 @@ the moment from which the state decides exactly as no state would; no key is eve
 without a TTL. The slot: expired leases are removed, the lease added with deadline now +
 lease_ms (an enforced slot always fits here; a shadow slot only when it fits), and the set's
 expiry moved to its latest deadline.
+
+Reservations in flight (consume mode, ARGV[13] given): when phase 2 wrote at least one limit of
+res_unit (so a settlement will follow), the reservation is recorded in the sorted set prefix ..
+"usage:reservations": member res_id .. ":" .. res_units .. ":" .. res_unit, score = its deadline:
+the latest expiry among the states written for limits of res_unit (from then on its units weigh
+on none of them, and a refund would change nothing), capped at the deadline of the lease this
+check added. Expired members (score <= now) are removed first, and the set's expiry moved to its
+latest deadline. settle.lua removes the member; a lost settlement stops counting at the deadline.
 
 Shadow: a shadow limit or slot whose own verdict is not "allowed" is listed in the reply, in
 consume and peek mode alike, whatever the outcome.
@@ -331,7 +347,14 @@ if has_slot then
   if slot_id == '' then return bad('slot id') end
   if mode == 'consume' and lease_id == '' then return bad('lease id') end
 end
-local FIXED, PER = 12, 8
+local res_id, res_unit, res_units = ARGV[13], ARGV[14], tonumber(ARGV[15])
+local reserving = mode == 'consume' and res_id ~= nil and res_id ~= ''
+if reserving then
+  if #res_id > 64 or not string.find(res_id, '^[%w_%-]+$') then return bad('reservation id') end
+  if res_unit == nil or not string.find(res_unit, '^[%l][%l%d_%-]*$') then return bad('reservation unit') end
+  if not whole(res_units, MAX_U32) then return bad('reservation units') end
+end
+local FIXED, PER = 15, 8
 if #ARGV ~= FIXED + PER * (n_tier + n_route) or #KEYS ~= 1 + n_tier + n_route + (has_slot and 1 or 0) then
   return bad('number of KEYS or ARGV')
 end
@@ -482,6 +505,24 @@ if acquired then
   table.insert(deadlines, at, deadline)
   redis.call('PEXPIREAT', slot_key, fmt(deadlines[#deadlines]))
   in_flight = live + 1
+end
+
+-- The reservation in flight, when a limit of its unit was charged.
+if reserving then
+  local res_until = nil
+  for _, lim in ipairs(limits) do
+    if lim.written and lim.unit == res_unit and (res_until == nil or lim.expiry > res_until) then
+      res_until = lim.expiry
+    end
+  end
+  if res_until then
+    if acquired then res_until = math.min(res_until, now + lease_ms) end
+    local res_key = prefix .. 'usage:reservations'
+    redis.call('ZREMRANGEBYSCORE', res_key, '-inf', fmt(now))
+    redis.call('ZADD', res_key, fmt(res_until), res_id .. ':' .. fmt(res_units) .. ':' .. res_unit)
+    local latest = redis.call('ZRANGE', res_key, -1, -1, 'WITHSCORES')
+    redis.call('PEXPIREAT', res_key, fmt(tonumber(latest[2])))
+  end
 end
 
 -- Quota warnings of the limits written.

@@ -1,7 +1,9 @@
 --[[ settle.lua: after the answer, the difference between a reservation and the usage the origin
-reported, refunded or charged on the limits the reservation was taken from, atomically.
+reported, refunded or charged on the limits the reservation was taken from, and the
+reservation's record in flight removed, atomically.
 
-The Rust model in src/limiter/settle.rs is the specification of this script;
+The Rust models in src/limiter/settle.rs and src/limiter/reservations.rs are the specification of
+this script;
 tests/limiter_scripts.rs holds the two equal on a real Redis.
 
 Only the window algorithms settle (the policy refuses other algorithms for units other than
@@ -11,12 +13,16 @@ KEYS[i]  state key of the i-th limit   {ns}:ratelimit:v1:{<subject_hash>}:<limit
 
 ARGV[1]  now_ms   "" (production: Redis TIME); a positive integer ONLY in the property tests
 ARGV[2]  prefix   the subject's key prefix ({ns}:ratelimit:v1:{<subject_hash>}:), for warning marks
+                  and the reservations in flight (prefix .. "usage:reservations", as check.lua
+                  keeps them; same hash tag, so not in KEYS)
 ARGV[3]  subject  the subject hash, for quota-warning messages
 ARGV[4]  reserved_at_ms  the check's now_ms: which window holds the reservation
 ARGV[5]  reserve  units the check reserved, >= 1
 ARGV[6]  actual   units the origin reported, >= 0 (the reservation when it reported none)
-ARGV[7]  n        number of limits
-ARGV[8+7(i-1) .. 14+7(i-1)]  limit i: id, algorithm (fixed_window | sliding_window), limit,
+ARGV[7]  res_id   the check's reservation id (its ARGV[13]); "" when none was recorded
+ARGV[8]  res_unit the reserved unit (the check's ARGV[14])
+ARGV[9]  n        number of limits
+ARGV[10+7(i-1) .. 16+7(i-1)]  limit i: id, algorithm (fixed_window | sliding_window), limit,
                   window_ms, unit, mode, warn ("" or comma-separated ppm), as check.lua takes them
 
 With delta = actual - reserve, r the aligned window of reserved_at_ms and c that of now:
@@ -31,6 +37,11 @@ carry a count past the limit: the overshoot, paid back by refusing the next requ
 
 Quota warnings exactly as in check.lua: a settlement moving used = limit - remaining across a
 warn fraction publishes once per window per (subject, limit, fraction) on system:quota_warning.
+
+The record: the member res_id .. ":" .. reserve .. ":" .. res_unit is removed from the
+reservations in flight (ZREM; removing the last member removes the key; an expired member
+check.lua already dropped is simply absent), so the settlement, the record and a release stay one
+background round trip.
 
 Reply: [1] now_ms  [2] number of limits written  [3] w  then w x (limit id, ppm, used)
 ]]
@@ -79,11 +90,16 @@ else
   now = tonumber(t[1]) * 1000 + idiv(tonumber(t[2]), 1000)
 end
 local prefix, subject = ARGV[2], ARGV[3]
-local reserved_at, reserve, actual, n = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[7])
+local reserved_at, reserve, actual, n = tonumber(ARGV[4]), tonumber(ARGV[5]), tonumber(ARGV[6]), tonumber(ARGV[9])
+local res_id, res_unit = ARGV[7], ARGV[8]
 if not whole(reserved_at, MAX_EXACT) then return bad('reserved_at_ms') end
 if not whole(reserve, MAX_U32) then return bad('reserve') end
 if actual ~= 0 and not whole(actual, MAX_U32) then return bad('actual') end
-if not (n and n >= 0) or #ARGV ~= 7 + 7 * n or #KEYS ~= n then return bad('number of KEYS or ARGV') end
+if not (n and n >= 0) or #ARGV ~= 9 + 7 * n or #KEYS ~= n then return bad('number of KEYS or ARGV') end
+if res_id ~= '' then
+  if #res_id > 64 or not string.find(res_id, '^[%w_%-]+$') then return bad('reservation id') end
+  if not string.find(res_unit, '^[%l][%l%d_%-]*$') then return bad('reservation unit') end
+end
 
 -- (count + actual - reserve), never below 0, at most CAP.
 local function adjust(count)
@@ -99,7 +115,7 @@ end
 
 local written, warnings = 0, {}
 for i = 1, n do
-  local base = 7 + 7 * (i - 1)
+  local base = 9 + 7 * (i - 1)
   local id, alg, l, w = ARGV[base + 1], ARGV[base + 2], tonumber(ARGV[base + 3]), tonumber(ARGV[base + 4])
   local unit, lmode, warn_text = ARGV[base + 5], ARGV[base + 6], ARGV[base + 7]
   if not whole(l, MAX_U32) or not whole(w, MAX_WINDOW) or l * w > MAX_LIMIT_TIMES_WINDOW then
@@ -175,6 +191,10 @@ for i = 1, n do
       end
     end
   end
+end
+
+if res_id ~= '' then
+  redis.call('ZREM', prefix .. 'usage:reservations', res_id .. ':' .. fmt(reserve) .. ':' .. res_unit)
 end
 
 local reply = { now, written, #warnings }
