@@ -6,8 +6,9 @@ use std::num::NonZeroU32;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::limiter::{Check, Decision, Mode, Override, RemoteLimiter};
-use crate::policy::Limit;
+use crate::limiter::{reservations, Check, Decision, InFlight, Mode, Override, RemoteLimiter};
+use crate::policy::{Limit, Unit};
+use crate::redis::{Command, Reply};
 
 use super::super::caller;
 use super::super::error::AdminError;
@@ -74,7 +75,7 @@ async fn peek<P: Platform>(services: &Services<P>, subject_hash: &str, tier_name
             })
         })
         .collect();
-    let leases = leases_in_flight(services, subject_hash, snapshot.now_ms).await?;
+    let (leases, reservations) = in_flight(services, subject_hash, snapshot.now_ms).await?;
     Ok(json!({
         "subject_hash": subject_hash,
         "tier": tier_label,
@@ -82,38 +83,101 @@ async fn peek<P: Platform>(services: &Services<P>, subject_hash: &str, tier_name
         "now_ms": snapshot.now_ms,
         "limits": limits,
         "leases": leases,
+        "reservations": reservations,
         "allowed": matches!(decision, Decision::Allowed(_)),
     }))
 }
 
-/// The subject's concurrency leases in flight (not yet released, deadline ahead), per route with
-/// a `concurrency` rule: one pipelined `ZCOUNT` per such route.
-async fn leases_in_flight<P: Platform>(
+/// What the subject has in flight: its concurrency leases (not yet released, deadline ahead) per
+/// route with a `concurrency` rule, and its usage reservations (not yet settled, deadline ahead)
+/// per unit, from one pipeline: a `ZCOUNT` per such route and one `ZRANGEBYSCORE` of the
+/// reservations (when a route reserves usage). In memory mode, from the isolate's limiter.
+///
+/// Reservations are shown per unit, not per limit: a reservation is charged to every limit of
+/// its unit that the route checks, so each of those limits' `used` includes it. Every unit a
+/// route reserves is listed (with 0 when nothing is in flight), then any other unit found in
+/// flight; `in_flight` and `units` are `null` when Redis could not say.
+async fn in_flight<P: Platform>(
     services: &Services<P>,
     subject_hash: &str,
     now_ms: u64,
-) -> Result<Vec<Value>, AdminError> {
-    let routes: Vec<_> =
-        services.config.policy.routes.iter().filter_map(|r| r.concurrency.as_ref().map(|c| (r, c))).collect();
-    let Some(redis) = services.redis.as_ref().filter(|_| !routes.is_empty()) else { return Ok(Vec::new()) };
-    let counts = routes
+) -> Result<(Vec<Value>, Vec<Value>), AdminError> {
+    let policy = &services.config.policy;
+    let routes: Vec<_> = policy.routes.iter().filter_map(|r| r.concurrency.as_ref().map(|c| (r, c))).collect();
+    let mut units: Vec<&Unit> = Vec::new();
+    for u in policy.routes.iter().filter_map(|r| r.usage.as_ref()) {
+        if !units.contains(&&u.unit) {
+            units.push(&u.unit);
+        }
+    }
+    let (leases, reserved): (Vec<Option<i64>>, Option<Vec<InFlight>>) = match &services.redis {
+        None => {
+            let memory = services.limits.memory.borrow();
+            let leases =
+                routes.iter().map(|(r, _)| Some(i64::from(memory.leases_in_flight(subject_hash, &r.name, now_ms))));
+            (leases.collect(), Some(memory.reservations_in_flight(subject_hash, now_ms)))
+        }
+        Some(_) if routes.is_empty() && units.is_empty() => (Vec::new(), Some(Vec::new())),
+        Some(redis) => {
+            let mut commands: Vec<Command> = routes
+                .iter()
+                .map(|(r, _)| {
+                    Command::new("ZCOUNT")
+                        .arg(services.keys.limit_leases(subject_hash, &r.name))
+                        .arg(format!("({now_ms}"))
+                        .arg("+inf")
+                })
+                .collect();
+            if !units.is_empty() {
+                commands.push(
+                    Command::new("ZRANGEBYSCORE")
+                        .arg(services.keys.limit_reservations(subject_hash))
+                        .arg(format!("({now_ms}"))
+                        .arg("+inf"),
+                );
+            }
+            let mut replies = redis.pipeline(commands).await?.into_iter();
+            let leases = routes.iter().map(|_| replies.next().and_then(|r| r.ok()).and_then(|r| r.to_i64())).collect();
+            let reserved = if units.is_empty() {
+                Some(Vec::new())
+            } else {
+                replies.next().and_then(|r| r.ok()).and_then(|r| {
+                    let members: Option<Vec<&str>> = r.as_array()?.iter().map(Reply::as_str).collect();
+                    members.map(reservations::tally)
+                })
+            };
+            (leases, reserved)
+        }
+    };
+    let leases = routes
         .iter()
-        .map(|(r, _)| {
-            crate::redis::Command::new("ZCOUNT")
-                .arg(services.keys.limit_leases(subject_hash, &r.name))
-                .arg(format!("({now_ms}"))
-                .arg("+inf")
-        })
-        .collect();
-    let replies = redis.pipeline(counts).await?;
-    Ok(routes
-        .iter()
-        .zip(replies)
-        .map(|((route, rule), reply)| {
-            let in_flight = reply.ok().and_then(|r| r.to_i64());
+        .zip(leases)
+        .map(|((route, rule), in_flight)| {
             json!({"route": route.name, "id": rule.id, "in_flight": in_flight, "limit": rule.limit.get(), "lease_ms": rule.lease_ms.get()})
         })
-        .collect())
+        .collect();
+    Ok((leases, reservation_lines(&units, reserved.as_deref())))
+}
+
+/// One line per unit: those in `units` first (0 when none is in flight), then any other unit
+/// found; `null` counts when `found` is `None` (Redis could not say).
+fn reservation_lines(units: &[&Unit], found: Option<&[InFlight]>) -> Vec<Value> {
+    let line =
+        |unit: &str, count: Option<u32>, sum: Option<u64>| json!({"unit": unit, "in_flight": count, "units": sum});
+    let mut lines: Vec<Value> = units
+        .iter()
+        .map(|unit| match found {
+            None => line(unit.as_str(), None, None),
+            Some(found) => {
+                let f = found.iter().find(|f| f.unit == **unit);
+                line(unit.as_str(), Some(f.map_or(0, |f| f.count)), Some(f.map_or(0, |f| f.units)))
+            }
+        })
+        .collect();
+    for f in found.unwrap_or_default().iter().filter(|f| !units.contains(&&f.unit)) {
+        lines.push(line(f.unit.as_str(), Some(f.count), Some(f.units)));
+    }
+    lines
 }
 
 pub(super) async fn show<P: Platform>(services: &Services<P>, subject: &str, tier: Option<&str>) -> AdminResult {
@@ -202,4 +266,36 @@ pub(super) async fn me<P: Platform>(services: &Services<P>, req: &EdgeRequest) -
     let mut resp = EdgeResponse::json(200, &peek(services, &caller.identity.subject_hash, &caller.tier.name).await?);
     resp.set_header("cache-control", "no-store");
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unit(name: &str) -> Unit {
+        Unit::parse(name).expect("unit")
+    }
+
+    #[test]
+    fn reservations_get_a_line_per_reserved_unit_then_per_other_unit_found() {
+        let (tokens, bytes) = (unit("tokens"), unit("bytes"));
+        let found = [
+            InFlight { unit: unit("images"), count: 1, units: 4 },
+            InFlight { unit: tokens.clone(), count: 2, units: 600 },
+        ];
+        assert_eq!(
+            Value::Array(reservation_lines(&[&tokens, &bytes], Some(&found))),
+            json!([
+                {"unit": "tokens", "in_flight": 2, "units": 600},
+                {"unit": "bytes", "in_flight": 0, "units": 0},
+                {"unit": "images", "in_flight": 1, "units": 4},
+            ])
+        );
+        assert_eq!(
+            Value::Array(reservation_lines(&[&tokens], None)),
+            json!([{"unit": "tokens", "in_flight": null, "units": null}]),
+            "Redis could not say"
+        );
+        assert!(reservation_lines(&[], Some(&[])).is_empty());
+    }
 }

@@ -99,3 +99,45 @@ fn a_verified_key_is_not_held_back_by_made_up_keys_from_its_address() {
     let new_key = w.key("user-nat-2", "BASIC");
     assert_eq!(w.answer(with_key(&new_key)).status, 429, "a key never seen here waits for the address's allowance");
 }
+
+/// One metered, slotted chat route: 300 tokens reserved per request.
+const CHAT_POLICY: &str = r#"{
+  "tiers": {
+    "ANON": { "limits": [ { "limit": 10, "window": "1h", "algorithm": "fixed_window" } ] },
+    "BASIC": { "limits": [ { "limit": 10, "window": "1h", "algorithm": "fixed_window" } ] }
+  },
+  "routes": [
+    { "name": "chat", "path": "/v1/chat*", "methods": ["POST"],
+      "limits": [ { "id": "chat-tokens-1d", "unit": "tokens", "limit": 1000, "window": "1d", "algorithm": "fixed_window" } ],
+      "usage": { "unit": "tokens", "from": "header", "name": "X-Usage-Tokens", "reserve": 300 },
+      "concurrency": { "limit": 2, "lease": "30s" } }
+  ]
+}"#;
+
+#[test]
+fn the_limits_view_shows_a_reservation_in_flight_until_it_settles() {
+    let w = World::with_policy(false, CHAT_POLICY);
+    let view = || {
+        let body = json(&w.admin("GET", "/_tollgate/limits/ip:203.0.113.5?tier=ANON", ""));
+        let used = body["limits"].as_array().and_then(|ls| ls.iter().find(|l| l["id"] == "chat-tokens-1d")).cloned();
+        (used.map(|l| l["used"].clone()), body["reservations"].clone(), body["leases"][0]["in_flight"].clone())
+    };
+    assert_eq!(
+        view(),
+        (Some(serde_json::json!(0)), serde_json::json!([{"unit": "tokens", "in_flight": 0, "units": 0}]), 0.into())
+    );
+    let handled = w.send(from_ip("POST", "/v1/chat/completions", "203.0.113.5"));
+    let Outcome::Proxy(mut plan) = handled.outcome else { panic!("proxied") };
+    assert_eq!(
+        view(),
+        (Some(serde_json::json!(300)), serde_json::json!([{"unit": "tokens", "in_flight": 1, "units": 300}]), 1.into()),
+        "while the answer streams: the reservation and the lease are in flight"
+    );
+    let aftercare = plan.aftercare.take().expect("the request owes a settlement and a release");
+    run_with_timer(Some(&w.timer), aftercare.finish(Some(120)));
+    assert_eq!(
+        view(),
+        (Some(serde_json::json!(120)), serde_json::json!([{"unit": "tokens", "in_flight": 0, "units": 0}]), 0.into()),
+        "settled at what the origin reported, nothing left in flight"
+    );
+}

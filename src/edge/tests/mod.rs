@@ -46,6 +46,7 @@ const POLICY: &str = r#"{
 }"#;
 
 struct World {
+    policy: &'static str,
     clock: Rc<FakeClock>,
     timer: Rc<FakeTimer>,
     redis: Rc<FakeRedis>,
@@ -56,15 +57,21 @@ struct World {
 impl World {
     /// An isolate with Redis (or without, in memory mode) and the admin token set.
     fn new(with_redis: bool) -> Self {
+        Self::with_policy(with_redis, POLICY)
+    }
+
+    /// The same, under another policy.
+    fn with_policy(with_redis: bool, policy: &'static str) -> Self {
         let clock = Rc::new(FakeClock::new(START));
         let timer = Rc::new(FakeTimer::new(clock.clone()));
         let redis = Rc::new(FakeRedis::new(clock.clone()));
         let origin = Rc::new(FakeOrigin::new(timer.clone(), r#"{"on":true}"#));
-        let edge = Self::edge(&clock, &timer, with_redis.then(|| redis.clone()), &origin);
-        Self { clock, timer, redis, origin, edge }
+        let edge = Self::edge(policy, &clock, &timer, with_redis.then(|| redis.clone()), &origin);
+        Self { policy, clock, timer, redis, origin, edge }
     }
 
     fn edge(
+        policy: &'static str,
         clock: &Rc<FakeClock>,
         timer: &Rc<FakeTimer>,
         redis: Option<Rc<FakeRedis>>,
@@ -72,7 +79,7 @@ impl World {
     ) -> Edge<Fakes> {
         let with_redis = redis.is_some();
         let config = Config::from_env(|name| match name {
-            "TOLLGATE_POLICY" => Some(POLICY.to_owned()),
+            "TOLLGATE_POLICY" => Some(policy.to_owned()),
             "ORIGIN_URL" => Some("http://origin.test".to_owned()),
             "TOLLGATE_ADMIN_TOKEN" => Some(ADMIN.to_owned()),
             "UPSTASH_REDIS_REST_URL" if with_redis => Some("http://redis.test".to_owned()),
@@ -85,7 +92,7 @@ impl World {
 
     /// Another isolate over the same Redis and origin.
     fn other_isolate(&self) -> Edge<Fakes> {
-        Self::edge(&self.clock, &self.timer, Some(self.redis.clone()), &self.origin)
+        Self::edge(self.policy, &self.clock, &self.timer, Some(self.redis.clone()), &self.origin)
     }
 
     /// One request, and then its background work, as the Worker's `ctx.waitUntil` would run it.
