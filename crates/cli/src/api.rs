@@ -201,6 +201,20 @@ pub struct SubjectLimits {
     /// Concurrency leases in flight, per route with a `concurrency` rule (absent from older Workers).
     #[serde(default)]
     pub leases: Vec<LeaseState>,
+    /// Usage reservations in flight, per unit a route reserves (absent from older Workers).
+    #[serde(default)]
+    pub reservations: Vec<ReservationState>,
+}
+
+/// The usage reservations of one unit that the subject has in flight (charged, not yet settled).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default)]
+pub struct ReservationState {
+    pub unit: String,
+    /// Reservations in flight; `None` when Redis could not say.
+    pub in_flight: Option<u64>,
+    /// The units they hold; `None` when Redis could not say.
+    pub units: Option<u64>,
 }
 
 /// The concurrency slots of one route that the subject holds now.

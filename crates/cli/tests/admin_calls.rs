@@ -160,6 +160,44 @@ fn stats_render_a_table_and_json_passes_the_reply_through() {
 }
 
 #[test]
+fn limits_show_prints_the_leases_and_the_reservations_in_flight() {
+    let view = json!({
+        "subject_hash": "508cc0fe2618aa", "tier": "ANON", "override": null, "now_ms": 1_000_000u64,
+        "limits": [
+            {"id": "tier-anon-1h", "scope": "tier", "algorithm": "sliding_window", "limit": 30,
+             "window_ms": 3_600_000u64, "remaining": 29, "reset_ms": 1_060_000u64, "used": 1},
+            {"id": "chat-tokens-1d", "scope": "route:chat", "algorithm": "fixed_window", "limit": 20000,
+             "window_ms": 86_400_000u64, "remaining": 19700, "reset_ms": 87_400_000u64, "used": 300,
+             "unit": "tokens"}
+        ],
+        "leases": [{"route": "chat", "id": "route-chat-concurrency", "in_flight": 1, "limit": 2, "lease_ms": 30000}],
+        "reservations": [{"unit": "tokens", "in_flight": 1, "units": 300}],
+        "key_tiers": []
+    });
+    let fake = FakeWorker::start(vec![
+        canned("GET", "/_tollgate/limits/ip:10.0.0.1?tier=ANON", 200, view.clone()),
+        canned("GET", "/_tollgate/keys", 200, json!({"keys": []})),
+    ]);
+    let admin = ["--url", fake.url.as_str(), "--token", TOKEN];
+    let r = run(tollgate().args(["limits", "show", "ip:10.0.0.1", "--tier", "ANON"]).args(admin));
+    assert_eq!(r.code, 0, "{r:?}");
+    assert!(r.stdout.contains("\nchat-tokens-1d  route:chat "), "{r:?}");
+    assert!(
+        r.stdout.ends_with(
+            "slots        route chat: 1 of 2 in flight (route-chat-concurrency)\n\
+             reserved     300 tokens in flight (1 reservation)\n"
+        ),
+        "{r:?}"
+    );
+
+    let r = run(tollgate().args(["limits", "show", "ip:10.0.0.1", "--tier", "ANON", "--json"]).args(admin));
+    assert_eq!(r.code, 0, "{r:?}");
+    let shown: Value = serde_json::from_str(&r.stdout).unwrap();
+    assert_eq!(shown["reservations"], view["reservations"]);
+    assert_eq!(shown["leases"], view["leases"]);
+}
+
+#[test]
 fn requests_carry_the_documented_bodies() {
     let fake = FakeWorker::start(vec![
         canned("POST", "/_tollgate/invalidate", 200, json!({"kind": "tag", "target": "config", "deleted": 2})),

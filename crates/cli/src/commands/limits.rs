@@ -171,8 +171,9 @@ fn json_view(views: &[View], credentials: &Credentials) -> Value {
     out
 }
 
-/// The subject, the API keys on record with their tiers, the tier(s) shown, the override, and a
-/// row per limit with what remains. A tier line's scope names its tier (`tier:PRO`); route lines
+/// The subject, the API keys on record with their tiers, the tier(s) shown, the override, a row
+/// per limit with what remains, then a line per route's concurrency slots and per unit of usage
+/// reservations in flight (units reserved and not yet settled; counted in the limits' usage). A tier line's scope names its tier (`tier:PRO`); route lines
 /// (`route:chat`) hold whatever the tier and are shown once.
 pub fn render(subject: &str, views: &[View], credentials: &Credentials, now_ms: u64, style: Style) -> String {
     let mut out = String::new();
@@ -236,6 +237,15 @@ pub fn render(subject: &str, views: &[View], credentials: &Credentials, now_ms: 
             lease.limit,
             lease.id
         ));
+    }
+    for r in &first.limits.reservations {
+        let line = match (r.units, r.in_flight) {
+            (Some(units), Some(n)) => {
+                format!("{units} {} in flight ({n} reservation{})", r.unit, if n == 1 { "" } else { "s" })
+            }
+            _ => format!("? {} in flight", r.unit),
+        };
+        out.push_str(&format!("{}  {line}\n", label("reserved")));
     }
     out
 }
@@ -434,6 +444,31 @@ route-chat-1m  route:chat  gcra               20      1m         20          -
         let credentials = Credentials::Known(vec![key("k1a2b3c4d5e6", "PRO")]);
         let out = render("user_123", &views, &credentials, 1_000_000, Style::plain());
         assert!(out.ends_with("slots        route chat: 2 of 2 in flight (route-chat-concurrency)\n"), "{out}");
+    }
+
+    #[test]
+    fn usage_reservations_in_flight_get_a_line_per_unit() {
+        let mut value = answer("PRO", "tier-pro-1h", 1000, 997);
+        value["leases"] = json!([{"route": "chat", "id": "route-chat-concurrency", "in_flight": 1, "limit": 2}]);
+        value["reservations"] = json!([
+            {"unit": "tokens", "in_flight": 2, "units": 600},
+            {"unit": "images", "in_flight": 1, "units": 4},
+            {"unit": "bytes", "in_flight": 0, "units": 0},
+            {"unit": "seconds", "in_flight": null, "units": null}
+        ]);
+        let views = [view(Chosen::Credential, value)];
+        let credentials = Credentials::Known(vec![key("k1a2b3c4d5e6", "PRO")]);
+        let out = render("user_123", &views, &credentials, 1_000_000, Style::plain());
+        assert!(
+            out.ends_with(
+                "slots        route chat: 1 of 2 in flight (route-chat-concurrency)\n\
+                 reserved     600 tokens in flight (2 reservations)\n\
+                 reserved     4 images in flight (1 reservation)\n\
+                 reserved     0 bytes in flight (0 reservations)\n\
+                 reserved     ? seconds in flight\n"
+            ),
+            "{out}"
+        );
     }
 
     #[test]
