@@ -1,7 +1,7 @@
 // AI traffic end to end: the built Worker in Miniflare, real Redis through redis-rest, the demo
 // origin's chat completions. Token quotas reserved in the check and settled after the answer
-// (JSON and streamed), concurrency slots held by leases, shadow limits, quota warnings published
-// once, and what all of it costs in Redis round trips.
+// (JSON and streamed) and shown in flight until they settle, concurrency slots held by leases,
+// shadow limits, quota warnings published once, and what all of it costs in Redis round trips.
 
 import assert from "node:assert/strict";
 import net from "node:net";
@@ -23,6 +23,7 @@ const policy = {
   routes: [
     chatRoute("tokens", { limits: [tokens("tokens-day")], usage: json(400) }),
     chatRoute("burst", { limits: [tokens("burst-day")], usage: json(200) }),
+    chatRoute("inflight", { limits: [tokens("inflight-day")], usage: json(250) }),
     chatRoute("counted", {
       limits: [{ id: "counted-1m", limit: 2, window: "1m" }, tokens("counted-day")],
       usage: { unit: "tokens", from: "header", name: "X-Usage-Tokens", reserve: 300 },
@@ -74,12 +75,17 @@ async function reported(res) {
   return events.at(-1).usage.total_tokens;
 }
 
-async function limitsOf(caller) {
+/** The limits view of an anonymous caller under the ANON tier. */
+async function viewOf(caller) {
   const path = `/_tollgate/limits/ip:${caller}?tier=ANON`;
   // A read that changes nothing: tried once more if the pooled connection was reset under it.
   const res = await stack.fetch(path, { headers: admin }).catch(() => stack.fetch(path, { headers: admin }));
   assert.equal(res.status, 200);
-  return (await res.json()).limits;
+  return res.json();
+}
+
+async function limitsOf(caller) {
+  return (await viewOf(caller)).limits;
 }
 
 async function used(caller, id) {
@@ -172,6 +178,30 @@ describe("token quotas: reserve in the check, settle after the answer", () => {
     assert.ok(count <= 1000 + 500, `charged ${count}, over the bound`);
     assert.ok(allowed.length >= 4, `at least the quota's worth of reservations passed (${allowed.length})`);
     assert.equal((await originChat()).requests, allowed.length, "the origin saw exactly the admitted requests");
+  });
+});
+
+describe("reservations in flight", () => {
+  test("while a slow streamed completion runs, the limits view shows its one reservation; once it settled, none, and used is what the origin reported", async () => {
+    const caller = "10.14.6.1";
+    const usedOn = (view) => view.limits.find((l) => l.id === "inflight-day")?.used;
+    const idle = [{ unit: "tokens", in_flight: 0, units: 0 }];
+    const before = await viewOf(caller);
+    assert.deepEqual(before.reservations, idle);
+    // 36 completion tokens at 50 ms each: the stream runs for about 1.8 s.
+    const res = await chat("/inflight/chat", caller, 40, { stream: true, tokenDelayMs: 50 });
+    assert.equal(res.status, 200);
+    const during = await viewOf(caller);
+    assert.deepEqual(during.reservations, [{ unit: "tokens", in_flight: 1, units: 250 }], JSON.stringify(during.reservations));
+    assert.equal(usedOn(during), 250, "used counts the reservation while it is in flight");
+    const total = await reported(res);
+    assert.equal(total, 40);
+    const settled = await eventually("the settlement", async () => {
+      const view = await viewOf(caller);
+      return view.reservations[0]?.in_flight === 0 ? view : null;
+    });
+    assert.deepEqual(settled.reservations, idle);
+    assert.equal(usedOn(settled), total, "settled at what the origin reported");
   });
 });
 
