@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import net from "node:net";
 import { after, before, describe, test } from "node:test";
 
-import { startStack } from "./support/stack.mjs";
+import { clearOfWindowEdge, startStack } from "./support/stack.mjs";
 
 const CHAT = "/v1/chat/completions";
 const tokens = (id, extra = {}) => ({ id, unit: "tokens", limit: 1000, window: "1d", algorithm: "fixed_window", ...extra });
@@ -148,6 +148,7 @@ describe("token quotas: reserve in the check, settle after the answer", () => {
 
   test("a request-count denial consumes no tokens", async () => {
     const caller = "10.14.1.3";
+    await clearOfWindowEdge(60_000);
     for (let i = 0; i < 2; i++) {
       const res = await chat("/counted/chat", caller, 100);
       assert.equal(res.status, 200);
@@ -286,6 +287,7 @@ describe("concurrency slots", () => {
 describe("shadow limits", () => {
   test("a shadow limit of 5/min with 10 requests: all reach the origin, 5 shadow denials, the header names it", async () => {
     const caller = "10.14.3.1";
+    await clearOfWindowEdge(60_000);
     await resetOrigin();
     const named = [];
     for (let i = 0; i < 10; i++) {

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { createHash, createHmac, randomBytes } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 
-import { startStack } from "./support/stack.mjs";
+import { clearOfWindowEdge, startStack } from "./support/stack.mjs";
 
 const ISSUER = "https://auth.tollgate.test";
 const AUDIENCE = "authenticated";
@@ -268,6 +268,7 @@ describe("Supabase's anon key", () => {
 
   test("is the anonymous caller, limited by IP, and reaches the origin with its headers intact", async () => {
     const key = anonKey();
+    await clearOfWindowEdge(60_000);
     const headers = (addr) => ({ authorization: `Bearer ${key}`, apikey: key, ...ip(addr) });
     const first = await call(null, headers("203.0.113.50"));
     assert.equal(first.status, 200, first.text);

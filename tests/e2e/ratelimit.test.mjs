@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { createHmac } from "node:crypto";
 import { after, before, describe, test } from "node:test";
 
-import { startStack } from "./support/stack.mjs";
+import { clearOfWindowEdge, startStack } from "./support/stack.mjs";
 
 const ALGORITHMS = ["fixed_window", "sliding_window", "token_bucket", "gcra"];
 
@@ -122,6 +122,7 @@ describe("exact under concurrency", () => {
 describe("all or nothing", () => {
   test("a request refused by the route limit consumes nothing from the tier limit", async () => {
     const caller = ip("10.2.0.1");
+    await clearOfWindowEdge(60_000);
     for (let i = 0; i < 5; i++) {
       const r = await stack.fetch("/api/chat", { headers: caller });
       await r.text();
@@ -141,6 +142,7 @@ describe("all or nothing", () => {
 
   test("weighted cost: a route costing 4 against a limit of 10 allows two requests, then refuses without charging", async () => {
     const caller = ip("10.2.0.2");
+    await clearOfWindowEdge(60_000);
     const codes = [];
     for (let i = 0; i < 4; i++) {
       const r = await stack.fetch("/heavy", { headers: caller });
@@ -166,6 +168,7 @@ describe("all or nothing", () => {
 describe("headers", () => {
   test("headers follow the binding limit request by request, in the legacy and IETF draft forms", async () => {
     const caller = ip("10.3.0.1");
+    await clearOfWindowEdge(60_000);
     let previous = Infinity;
     for (let i = 0; i < 3; i++) {
       const r = await stack.fetch("/api/chat/headers", { headers: caller });
@@ -186,6 +189,7 @@ describe("headers", () => {
 
   test("a CORS preflight is answered at the edge and consumes nothing", async () => {
     const caller = ip("10.3.0.2");
+    await clearOfWindowEdge(60_000);
     for (let i = 0; i < 3; i++) {
       const r = await stack.fetch("/api/chat", {
         method: "OPTIONS",
@@ -287,6 +291,7 @@ describe("cost in Redis round trips", () => {
 
   test("a blocked caller's repeats cost no Redis request at all", async () => {
     const caller = ip("10.4.0.2");
+    await clearOfWindowEdge(60_000);
     for (let i = 0; i < 6; i++) await (await stack.fetch("/api/chat", { headers: caller })).text();
     await stack.redisRest.resetStats();
     for (let i = 0; i < 10; i++) {

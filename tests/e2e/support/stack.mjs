@@ -147,6 +147,19 @@ class Proc {
 // ---------------------------------------------------------------------------------------------
 // Helpers
 
+/**
+ * Waits, if need be, until the next `spanMs` stay inside one aligned window of `windowMs`.
+ *
+ * Sliding and fixed windows are aligned to multiples of their length on the Unix clock, and a
+ * request that lands in the next window sees the previous one's count rounded down: a test that
+ * exhausts a limit and then expects a refusal would see one extra request pass if a boundary fell
+ * between the two. The Worker runs on this machine's clock, so the test can step over the edge.
+ */
+export async function clearOfWindowEdge(windowMs, spanMs = 10_000) {
+  const left = windowMs - (Date.now() % windowMs);
+  if (left < spanMs) await new Promise((resolve) => setTimeout(resolve, left + 50));
+}
+
 export async function freePort() {
   return new Promise((resolve, reject) => {
     const server = net.createServer();
