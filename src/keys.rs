@@ -143,6 +143,12 @@ impl Keys {
         self.key(Feature::RateLimit, &format!("{{{subject_hash}}}:{limit_id}"))
     }
 
+    /// What every subject's rate-limit key starts with: [`Keys::limit_state`] is this, then
+    /// `{<subject_hash>}:<limit id>` (for the script that learns the subject from a key record).
+    pub fn limit_base(&self) -> String {
+        self.key(Feature::RateLimit, "")
+    }
+
     /// A subject's override (another tier or limits), set through the admin API.
     pub fn limit_override(&self, subject_hash: &str) -> String {
         self.key(Feature::RateLimit, &format!("{{{subject_hash}}}:override"))

@@ -16,10 +16,11 @@ use proptest::test_runner::{Config, TestCaseError, TestRunner};
 
 use tollgate::keys::Keys;
 use tollgate::limiter::{
-    check_script, parse_reply, parse_settle_reply, release_script, settle_script, Check, Decision, MemoryLimiter, Mode,
-    Override, Release, Reservation, Settlement, Slot, Warning,
+    check_key_script, check_script, parse_key_reply, parse_reply, parse_settle_reply, release_script, settle_script,
+    Check, Decision, KeyCheck, KeyChecked, MemoryLimiter, Mode, Override, Release, Reservation, Settlement, Slot,
+    Warning,
 };
-use tollgate::policy::{Algorithm, ConcurrencyRule, Limit, LimitMode, Unit, WarnAt};
+use tollgate::policy::{Algorithm, ConcurrencyRule, Limit, LimitMode, Tier, Unit, WarnAt};
 use tollgate::redis::{Client, Entry, Reply, ReqwestTransport};
 
 use support::{Resp, Stack};
@@ -679,4 +680,152 @@ async fn a_reservation_is_in_flight_from_its_check_to_its_settlement() {
     assert_eq!(stack.redis(&["EXISTS", &set]), Resp::Int(0));
     let d = run(&client, &keys, &check("res", &tier, &route, 1, Mode::Peek)).await;
     assert_eq!(d.snapshot().limit("tokens-day").map(|l| l.remaining), Some(1_000 - 240), "settled at 120 each");
+}
+
+/// A key check and a plain check on twin states (two namespaces) at the same times.
+async fn key_check_at(client: &Client<ReqwestTransport>, keys: &Keys, c: &KeyCheck<'_>, now_ms: u64) -> KeyChecked {
+    let call = c.command_at(keys, now_ms).expect("valid key check");
+    let reply = client.eval(check_key_script(), &call.keys, &call.args).await.expect("script runs");
+    parse_key_reply(&reply).expect("well-formed reply")
+}
+
+#[tokio::test]
+async fn a_key_check_decides_as_the_check_of_the_records_subject_and_tier() {
+    let stack = Stack::start().await;
+    let client = stack.client();
+    let (via_key, direct) = (Keys::new("viakey"), Keys::new("direct"));
+    let mut day = limit("tokens-day", Algorithm::FixedWindow, 1_000, 24 * HOUR);
+    day.unit = tokens();
+    let tiers = [
+        Tier { name: "BASIC".into(), limits: vec![limit("tier-basic", Algorithm::SlidingWindow, 3, HOUR)] },
+        Tier {
+            name: "PRO".into(),
+            limits: vec![
+                limit("tier-pro", Algorithm::Gcra, 5, HOUR),
+                limit("tier-pro-day", Algorithm::FixedWindow, 7, 24 * HOUR),
+            ],
+        },
+    ];
+    let route = [limit("route-chat-1m", Algorithm::TokenBucket, 6, 60_000), day.clone()];
+    let rule = ConcurrencyRule {
+        id: "route-chat-concurrency".into(),
+        limit: NonZeroU32::new(4).expect("4"),
+        lease_ms: NonZeroU64::new(30_000).expect("lease"),
+        mode: LimitMode::Enforce,
+    };
+    let reserve = NonZeroU32::new(200).expect("200");
+    let record = |tier: &str| {
+        format!(r#"{{"id":"0123456789ab","subject_hash":"{}","tier":"{tier}","created_ms":1}}"#, "ab".repeat(32))
+    };
+    let subject = "ab".repeat(32);
+    let t0 = 1_900_000_000_000u64;
+    for (tier, applies) in [("PRO", 1usize), ("BASIC", 0), ("GONE", 0)] {
+        let record_key = via_key.api_key(&format!("key-{tier}"));
+        stack.redis(&["SET", &record_key, &record(tier)]);
+        for i in 0..9u64 {
+            let id = format!("req{tier}{i}");
+            let base = Check {
+                usage: Some(Reservation { unit: &day.unit, reserve, id: &id }),
+                concurrency: Some(Slot { rule: &rule, route: "chat", lease_id: &id }),
+                ..check(&subject, &tiers[applies].limits, &route, 1, Mode::Consume)
+            };
+            // A record naming no tier of the table gets the fallback (BASIC here).
+            let keyed = KeyCheck { record_key: &record_key, tiers: &tiers, fallback_tier: "BASIC", check: base };
+            let now = t0 + i * 1_000;
+            let KeyChecked::Valid { record: stored, decision } = key_check_at(&client, &via_key, &keyed, now).await
+            else {
+                panic!("{tier}: the record is valid");
+            };
+            assert_eq!(stored, Reply::Bulk(record(tier).into_bytes()));
+            let expected = run_at(&client, &direct, &base, now).await;
+            assert_eq!(*decision, expected, "{tier}, check {i}");
+        }
+        // Twin states: the same keys under each namespace, with the same values.
+        let named = |ns: &Keys| {
+            let mut keys: Vec<String> = subject_keys(&stack, ns, &subject)
+                .into_iter()
+                .map(|k| k.trim_start_matches(ns.namespace()).to_owned())
+                .collect();
+            keys.sort();
+            keys
+        };
+        assert_eq!(named(&via_key), named(&direct), "{tier}: the script wrote the keys the Worker names");
+        stack.redis(&["FLUSHDB"]);
+    }
+}
+
+#[tokio::test]
+async fn a_key_check_of_an_unknown_revoked_or_malformed_record_checks_nothing() {
+    let stack = Stack::start().await;
+    let client = stack.client();
+    let keys = Keys::default();
+    let tiers = [Tier { name: "BASIC".into(), limits: vec![limit("tier-basic", Algorithm::FixedWindow, 3, HOUR)] }];
+    let subject = "cd".repeat(32);
+    let base = check(&subject, &[], &[], 1, Mode::Consume);
+    let record_key = keys.api_key("some-key");
+    let at = |record_key| KeyCheck { record_key, tiers: &tiers, fallback_tier: "BASIC", check: base };
+    let remote = tollgate::limiter::RemoteLimiter::new(&client, &keys);
+    assert_eq!(remote.check_key(&at(&record_key)).await.expect("runs"), KeyChecked::Unknown);
+    let tombstone =
+        format!(r#"{{"id":"0123456789ab","subject_hash":"{subject}","tier":"BASIC","created_ms":1,"revoked_ms":2}}"#);
+    stack.redis(&["SET", &record_key, &tombstone]);
+    assert_eq!(remote.check_key(&at(&record_key)).await.expect("runs"), KeyChecked::Revoked);
+    for bad in [
+        "not json".to_owned(),
+        r#"{"id":"x","tier":"BASIC"}"#.to_owned(),
+        r#"{"id":"x","subject_hash":"a}:b","tier":"BASIC"}"#.to_owned(),
+        format!(r#"{{"id":"x","subject_hash":"{subject}","tier":""}}"#),
+    ] {
+        stack.redis(&["SET", &record_key, &bad]);
+        assert_eq!(remote.check_key(&at(&record_key)).await.expect("runs"), KeyChecked::Corrupt, "{bad}");
+    }
+    assert!(subject_keys(&stack, &keys, &subject).is_empty(), "nothing was charged to anyone");
+    stack.redis(&["DEL", &record_key]);
+    stack.redis(&["HSET", &record_key, "f", "v"]);
+    assert_eq!(
+        remote.check_key(&at(&record_key)).await.expect("runs"),
+        KeyChecked::Corrupt,
+        "a record of another type"
+    );
+}
+
+#[tokio::test]
+async fn a_key_check_reads_the_cache_entry_in_the_same_call_only_for_a_valid_key_it_allows() {
+    let stack = Stack::start().await;
+    let client = stack.client();
+    let keys = Keys::default();
+    stack.redis(&["SET", "gen-key", "3"]);
+    stack.redis(&["SET", "entry-key", "the entry"]);
+    let entry = ["gen-key".to_owned(), "entry-key".to_owned()];
+    let tiers = [Tier { name: "BASIC".into(), limits: vec![limit("tier-basic", Algorithm::FixedWindow, 1, HOUR)] }];
+    let subject = "ef".repeat(32);
+    let record_key = keys.api_key("a-key");
+    let keyed = KeyCheck {
+        record_key: &record_key,
+        tiers: &tiers,
+        fallback_tier: "BASIC",
+        check: check(&subject, &[], &[], 1, Mode::Consume),
+    };
+    let remote = tollgate::limiter::RemoteLimiter::new(&client, &keys);
+    let (found, read, lock) = remote.check_key_and_read(&keyed, &entry, None).await.expect("runs");
+    assert_eq!((found, read, lock), (KeyChecked::Unknown, None, None), "an unknown key reads nothing");
+    let record = format!(r#"{{"id":"0123456789ab","subject_hash":"{subject}","tier":"BASIC","created_ms":1}}"#);
+    stack.redis(&["SET", &record_key, &record]);
+    let commands = client.commands_sent();
+    let (found, read, _) = remote.check_key_and_read(&keyed, &entry, None).await.expect("runs");
+    assert!(client.commands_sent() - commands <= 2, "one EVALSHA (and one EVAL after NOSCRIPT)");
+    let KeyChecked::Valid { decision, .. } = found else { panic!("valid: {found:?}") };
+    assert!(decision.is_allowed());
+    let expected = Reply::Array(vec![Reply::Bulk(b"3".to_vec()), Reply::Bulk(b"the entry".to_vec())]);
+    assert_eq!(read, Some(Ok(expected)));
+    // The tier's one request per hour is spent: refused, and nothing read.
+    let missing = ["gen-key".to_owned(), "no-entry".to_owned()];
+    let lock = tollgate::limiter::FillLock { key: "fill-lock", token: "t", ttl_ms: 5_000 };
+    let (found, read, taken) = remote.check_key_and_read(&keyed, &missing, Some(lock)).await.expect("runs");
+    let KeyChecked::Valid { decision, .. } = found else { panic!("valid: {found:?}") };
+    assert_eq!(decision.violated(), Some("tier-basic"));
+    assert_eq!((read, taken), (None, None));
+    assert_eq!(stack.redis(&["EXISTS", "fill-lock"]), Resp::Int(0));
+    let d = run(&client, &keys, &check(&subject, &tiers[0].limits, &[], 1, Mode::Peek)).await;
+    assert_eq!(d.snapshot().limits[0].remaining, 0, "the key check charged the record's subject");
 }

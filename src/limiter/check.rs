@@ -187,14 +187,7 @@ impl<'a> Check<'a> {
             None => args.extend([Arg::from(""), Arg::from(""), Arg::from(0u32)]),
         }
         for (limit, cost) in tier.iter().chain(&route) {
-            args.push(Arg::from(limit.id.as_str()));
-            args.push(Arg::from(limit.algorithm.as_str()));
-            args.push(Arg::from(limit.limit.get()));
-            args.push(Arg::from(limit.window_ms.get()));
-            args.push(Arg::from(*cost));
-            args.push(Arg::from(limit.unit.as_str()));
-            args.push(Arg::from(limit.mode.as_str()));
-            args.push(Arg::from(warn_list(limit)));
+            push_limit(&mut args, limit, *cost);
         }
         Ok(ScriptCall { keys: key_list, args })
     }
@@ -247,6 +240,19 @@ impl<'a> Check<'a> {
 /// Whether `id` can name a lease or a reservation: 1 to 64 ASCII letters, digits, `_` or `-`.
 fn is_request_id(id: &str) -> bool {
     (1..=64).contains(&id.len()) && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+}
+
+/// The script's 8 fields of one limit charged `cost`: id, algorithm, limit, window_ms, cost,
+/// unit, mode, warn.
+pub(super) fn push_limit(args: &mut Vec<Arg>, limit: &Limit, cost: u32) {
+    args.push(Arg::from(limit.id.as_str()));
+    args.push(Arg::from(limit.algorithm.as_str()));
+    args.push(Arg::from(limit.limit.get()));
+    args.push(Arg::from(limit.window_ms.get()));
+    args.push(Arg::from(cost));
+    args.push(Arg::from(limit.unit.as_str()));
+    args.push(Arg::from(limit.mode.as_str()));
+    args.push(Arg::from(warn_list(limit)));
 }
 
 /// `warn_at` as the script takes it: parts per million, comma-separated, `""` for none.
@@ -362,6 +368,30 @@ pub fn check_and_read_script() -> &'static Script {
     SCRIPT.get_or_init(|| {
         let wrapper = include_str!("scripts/check_and_read.lua");
         Script::new(wrapper.replacen("-- @@CHECK_LUA@@", include_str!("scripts/check.lua"), 1))
+    })
+}
+
+/// The check of a caller known by an API key not verified yet ([`scripts/check_key.lua`]
+/// around `scripts/check.lua`), hashed once per isolate.
+pub fn check_key_script() -> &'static Script {
+    static SCRIPT: OnceLock<Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| {
+        let wrapper = include_str!("scripts/check_key.lua");
+        Script::new(wrapper.replacen("-- @@CHECK_LUA@@", include_str!("scripts/check.lua"), 1))
+    })
+}
+
+/// The key check and the cache read in one script (`scripts/check_and_read.lua` around
+/// `scripts/check_key.lua` around `scripts/check.lua`), hashed once per isolate.
+pub fn check_key_and_read_script() -> &'static Script {
+    static SCRIPT: OnceLock<Script> = OnceLock::new();
+    SCRIPT.get_or_init(|| {
+        let wrapper = include_str!("scripts/check_and_read.lua").replacen(
+            "local keyed = false -- @@KEYED@@",
+            "local keyed = true",
+            1,
+        );
+        Script::new(wrapper.replacen("-- @@CHECK_LUA@@", check_key_script().source(), 1))
     })
 }
 

@@ -27,6 +27,7 @@ mod error;
 pub mod fixed_window;
 pub mod gcra;
 mod headers;
+mod key_check;
 mod memory;
 mod model;
 mod overrides;
@@ -41,13 +42,14 @@ pub use block_cache::BlockCache;
 #[cfg(any(test, feature = "testing"))]
 pub use check::encode_reply;
 pub use check::{
-    check_and_read_script, check_script, parse_reply, parse_settle_reply, release_script, settle_script, Check, Mode,
-    Release, Reservation, ScriptCall, SettleReply, Settlement, Slot,
+    check_and_read_script, check_key_and_read_script, check_key_script, check_script, parse_reply, parse_settle_reply,
+    release_script, settle_script, Check, Mode, Release, Reservation, ScriptCall, SettleReply, Settlement, Slot,
 };
 pub use concurrency::Leases;
 pub use decision::{ConcurrencyState, Decision, LimitState, Snapshot, Warning};
 pub use error::LimiterError;
 pub use headers::{rate_limit_headers, SHADOW_DENIED_HEADER};
+pub use key_check::{parse_key_reply, KeyCheck, KeyChecked};
 pub use memory::MemoryLimiter;
 pub use model::{
     check_bounds, decide, evaluate, merge_shared, Charge, Crossing, Evaluation, Outcome, SlotRequest, State, Verdict,

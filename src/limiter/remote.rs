@@ -6,7 +6,10 @@ use thiserror::Error;
 use crate::keys::Keys;
 use crate::redis::{Client, Command, Entry, RedisError, Reply, Transport};
 
-use super::{check_and_read_script, check_script, parse_reply, Check, Decision, LimiterError, Mode, Override};
+use super::{
+    check_and_read_script, check_key_and_read_script, check_key_script, check_script, parse_key_reply, parse_reply,
+    Check, Decision, KeyCheck, KeyChecked, LimiterError, Mode, Override,
+};
 
 /// Why a remote check could not be decided.
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
@@ -90,9 +93,37 @@ impl<'a, T: Transport> RemoteLimiter<'a, T> {
         lock: Option<FillLock<'_>>,
     ) -> Result<Checked, RemoteError> {
         let call = check.command(self.keys)?;
-        let mut keys = call.keys;
+        let (decided, ride_along, lock) =
+            self.with_read(check_and_read_script(), call.keys, call.args, read_keys, lock).await?;
+        Ok(Checked { decision: parse_reply(&decided)?, ride_along, lock })
+    }
+
+    /// [`Self::check_key`] and, when the key is valid and the check allows, the cache read (and
+    /// on a miss the fill lock), in ONE script call, as [`Self::check_and_read`] does for a
+    /// caller already known.
+    pub async fn check_key_and_read(
+        &self,
+        check: &KeyCheck<'_>,
+        read_keys: &[String; 2],
+        lock: Option<FillLock<'_>>,
+    ) -> Result<(KeyChecked, Option<Result<Reply, RedisError>>, Option<bool>), RemoteError> {
+        let call = check.command(self.keys)?;
+        let (found, ride_along, lock) =
+            self.with_read(check_key_and_read_script(), call.keys, call.args, read_keys, lock).await?;
+        Ok((parse_key_reply(&found)?, ride_along, lock))
+    }
+
+    /// One call of a check wrapped by `check_and_read.lua`: the check's reply, the read (when
+    /// the check allowed) and whether the fill lock was taken (`None`: not tried).
+    async fn with_read(
+        &self,
+        script: &crate::redis::Script,
+        mut keys: Vec<String>,
+        mut args: Vec<crate::redis::Arg>,
+        read_keys: &[String; 2],
+        lock: Option<FillLock<'_>>,
+    ) -> Result<(Reply, Option<Result<Reply, RedisError>>, Option<bool>), RemoteError> {
         keys.extend(read_keys.iter().cloned());
-        let mut args = call.args;
         match lock {
             Some(l) => {
                 keys.push(l.key.to_owned());
@@ -102,7 +133,7 @@ impl<'a, T: Transport> RemoteLimiter<'a, T> {
             }
             None => args.push(crate::redis::Arg::from(2u32)),
         }
-        let reply = self.client.eval(check_and_read_script(), &keys, &args).await?;
+        let reply = self.client.eval(script, &keys, &args).await?;
         let mut parts = match reply {
             Reply::Array(parts) if (2..=3).contains(&parts.len()) => parts.into_iter(),
             _ => return Err(LimiterError::MalformedReply("check_and_read reply").into()),
@@ -110,12 +141,19 @@ impl<'a, T: Transport> RemoteLimiter<'a, T> {
         let decided = parts.next().unwrap_or(Reply::Nil);
         let read = parts.next().unwrap_or(Reply::Nil);
         let lock = parts.next().and_then(|r| r.to_i64()).map(|n| n == 1);
-        let decision = parse_reply(&decided)?;
         let ride_along = match read {
             Reply::Nil => None,
             other => Some(Ok(other)),
         };
-        Ok(Checked { decision, ride_along, lock })
+        Ok((decided, ride_along, lock))
+    }
+
+    /// Runs `check` for the subject and tier of an API key's record, read in the same script
+    /// call: one command and one round trip for a key this isolate has not verified.
+    pub async fn check_key(&self, check: &KeyCheck<'_>) -> Result<KeyChecked, RemoteError> {
+        let call = check.command(self.keys)?;
+        let reply = self.client.eval(check_key_script(), &call.keys, &call.args).await?;
+        Ok(parse_key_reply(&reply)?)
     }
 
     /// Decides `check` without charging anything, with the subject's stored override.

@@ -14,6 +14,10 @@ last ARGV         the read count: the number of cache keys at the end of KEYS, 2
 With a read count of 3, a check that allows and finds no entry at all also takes the fill lock
 (SET lock token NX PX ttl), so a miss goes to the origin after this one round trip.
 
+Wrapped around check_key.lua (itself around check.lua) instead, with `keyed` true, the check
+is the key check: KEYS and ARGV are check_key.lua's, and the first part of the reply is
+check_key.lua's reply; the entry is read only when the key is valid and the check allowed.
+
 Reply: { <check.lua's reply>, <MGET reply of the two keys, or nil when the check did not allow>,
 <1 lock taken, 0 lock held by another filler, nil not tried> }; a check.lua error reply is
 returned as is.
@@ -31,14 +35,22 @@ local check_keys, check_argv = {}, {}
 for i = 1, #KEYS - n_read do check_keys[i] = KEYS[i] end
 for i = 1, #ARGV - n_extra do check_argv[i] = ARGV[i] end
 
+local keyed = false -- @@KEYED@@
+
 local function check(KEYS, ARGV)
 -- @@CHECK_LUA@@
 end
 
-local decided = check(check_keys, check_argv)
-if type(decided) ~= 'table' or decided.err then return decided end
+local result = check(check_keys, check_argv)
+if type(result) ~= 'table' or result.err then return result end
+local decided = result
+if keyed then
+  if result[1] ~= 1 then return { result, false } end
+  decided = result[3]
+  if type(decided) ~= 'table' or decided.err then return decided end
+end
 if n_read == 2 and decided[2] == 1 then
-  return { decided, redis.call('MGET', KEYS[#KEYS - 1], KEYS[#KEYS]) }
+  return { result, redis.call('MGET', KEYS[#KEYS - 1], KEYS[#KEYS]) }
 end
 if n_read == 3 and decided[2] == 1 then
   local read = redis.call('MGET', KEYS[#KEYS - 2], KEYS[#KEYS - 1])
@@ -48,6 +60,6 @@ if n_read == 3 and decided[2] == 1 then
     if not ttl or ttl < 1 then return redis.error_reply('ERR check_and_read: bad lock ttl') end
     lock = redis.call('SET', KEYS[#KEYS], ARGV[#ARGV - 2], 'NX', 'PX', ttl) and 1 or 0
   end
-  return { decided, read, lock }
+  return { result, read, lock }
 end
-return { decided, false }
+return { result, false }
