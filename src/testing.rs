@@ -384,7 +384,15 @@ impl FakeRedis {
             }
             "EVALSHA" if s(1) == crate::limiter::check_and_read_script().sha1() => {
                 drop(data);
-                self.check_and_read(&args[2..])
+                self.check_and_read(&args[2..], false)
+            }
+            "EVALSHA" if s(1) == crate::limiter::check_key_and_read_script().sha1() => {
+                drop(data);
+                self.check_and_read(&args[2..], true)
+            }
+            "EVALSHA" if s(1) == crate::limiter::check_key_script().sha1() => {
+                drop(data);
+                self.check_key(&args[2..])
             }
             "EVALSHA" => {
                 drop(data);
@@ -477,9 +485,77 @@ impl FakeRedis {
         Ok(encode_reply(&decision))
     }
 
-    /// The check-and-read script: the check on all but the last two keys and the last argument,
-    /// then `MGET` of those two keys when it allowed.
-    fn check_and_read(&self, rest: &[Vec<u8>]) -> Result<Reply, String> {
+    /// The key check script: the record read (unknown, revoked and corrupt records answered as
+    /// the registry's lookup reads them), then the check of the record's subject and tier.
+    fn check_key(&self, rest: &[Vec<u8>]) -> Result<Reply, String> {
+        use crate::identity::{api_key, AuthError};
+        let text = |b: &Vec<u8>| String::from_utf8_lossy(b).into_owned();
+        let record_key = rest.get(1).map(text).ok_or("ERR keys")?;
+        let argv = rest.get(2..).ok_or("ERR argv")?;
+        // Run inside the script: not a command the client sent.
+        let mark = self.log.borrow().len();
+        let stored = self.get(&record_key);
+        self.log.borrow_mut().truncate(mark);
+        let found = api_key::parse_lookup(&stored.clone().map_or(Reply::Nil, Reply::Bulk));
+        let record = match found {
+            Ok(record) => record,
+            Err(e) => {
+                let status = match e {
+                    AuthError::UnknownKey => 0,
+                    AuthError::Revoked => 2,
+                    _ => 3,
+                };
+                return Ok(Reply::Array(vec![Reply::Int(status), Reply::Nil, Reply::Nil]));
+            }
+        };
+        let arg = |i: usize| argv.get(i).map(text).unwrap_or_default();
+        let num = |i: usize| arg(i).parse::<usize>().map_err(|_| format!("ERR ARGV[{}]", i + 1));
+        let (base, fallback, route, n_tiers) = (arg(0), arg(1), arg(2), num(3)?);
+        let mut chosen = None;
+        let mut fallback_at = None;
+        let mut at = 4 + 2 * n_tiers;
+        for t in 0..n_tiers {
+            let count = num(5 + 2 * t)?;
+            if arg(4 + 2 * t) == record.tier {
+                chosen = Some((at, count));
+            }
+            if arg(4 + 2 * t) == fallback {
+                fallback_at = Some((at, count));
+            }
+            at += 8 * count;
+        }
+        let (first, count) = chosen.or(fallback_at).unwrap_or((0, 0));
+        let inner_argv = &argv[at..];
+        let prefix = format!("{base}{{{}}}:", record.subject_hash);
+        let n_route: usize = inner_argv.get(5).map(text).and_then(|n| n.parse().ok()).ok_or("ERR n_route")?;
+        let mut check_argv: Vec<Vec<u8>> = inner_argv[..15].to_vec();
+        check_argv[3] = prefix.clone().into_bytes();
+        check_argv[4] = count.to_string().into_bytes();
+        check_argv[6] = record.subject_hash.clone().into_bytes();
+        let mut keys = vec![format!("{prefix}override").into_bytes()];
+        for i in 0..count {
+            let fields = &argv[first + 8 * i..first + 8 * i + 8];
+            keys.push(format!("{prefix}{}", text(&fields[0])).into_bytes());
+            check_argv.extend(fields.iter().cloned());
+        }
+        for i in 0..n_route {
+            let fields = &inner_argv[15 + 8 * i..15 + 8 * i + 8];
+            keys.push(format!("{prefix}{}", text(&fields[0])).into_bytes());
+            check_argv.extend(fields.iter().cloned());
+        }
+        if inner_argv.get(7).map(text).and_then(|n| n.parse::<u64>().ok()).unwrap_or(0) > 0 {
+            keys.push(format!("{prefix}lease:{route}").into_bytes());
+        }
+        let mut inner = vec![keys.len().to_string().into_bytes()];
+        inner.extend(keys);
+        inner.extend(check_argv);
+        let decided = self.check(&inner)?;
+        Ok(Reply::Array(vec![Reply::Int(1), stored.map_or(Reply::Nil, Reply::Bulk), decided]))
+    }
+
+    /// The check-and-read script: the check (the key check when `keyed`) on all but the last
+    /// two keys and the last argument, then `MGET` of those two keys when it allowed.
+    fn check_and_read(&self, rest: &[Vec<u8>], keyed: bool) -> Result<Reply, String> {
         let numkeys: usize = rest.first().and_then(|n| String::from_utf8_lossy(n).parse().ok()).ok_or("ERR numkeys")?;
         let keys = rest.get(1..1 + numkeys).ok_or("ERR keys")?;
         let argv = rest.get(1 + numkeys..).ok_or("ERR argv")?;
@@ -490,17 +566,27 @@ impl FakeRedis {
         let mut inner = vec![check_keys.len().to_string().into_bytes()];
         inner.extend(check_keys.iter().cloned());
         inner.extend(argv[..argv.len().saturating_sub(n_extra)].iter().cloned());
-        let decided = self.check(&inner)?;
+        let (result, decided) = if keyed {
+            let found = self.check_key(&inner)?;
+            let decided = match found.as_array() {
+                Some([Reply::Int(1), _, decided]) => decided.clone(),
+                _ => return Ok(Reply::Array(vec![found, Reply::Nil])),
+            };
+            (found, decided)
+        } else {
+            let decided = self.check(&inner)?;
+            (decided.clone(), decided)
+        };
         let allowed = decided.as_array().and_then(|a| a.get(1)).and_then(Reply::as_int) == Some(1);
         if !allowed {
-            return Ok(Reply::Array(vec![decided, Reply::Nil]));
+            return Ok(Reply::Array(vec![result, Reply::Nil]));
         }
         // Run inside the script: not commands the client sent.
         let mark = self.log.borrow().len();
         let mut mget = vec![b"MGET".to_vec()];
         mget.extend(read_keys.iter().take(2).cloned());
         let read = self.exec(mget)?;
-        let mut reply = vec![decided, read.clone()];
+        let mut reply = vec![result, read.clone()];
         if n_read == 3 {
             let absent = matches!(read.as_array(), Some([_, Reply::Nil]));
             let lock = if absent {

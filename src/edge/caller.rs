@@ -9,6 +9,7 @@
 
 use std::num::NonZeroU32;
 
+use crate::identity::api_key::{self, KeyRecord};
 use crate::identity::{self, client_ip, Credential, Identity, RegistryError};
 use crate::limiter::{Check, Decision, Mode, RemoteLimiter};
 use crate::policy::{FailurePolicy, Tier};
@@ -53,6 +54,28 @@ pub async fn identify<P: Platform>(
         },
     };
     Ok(Caller { tier: tier_of(&identity, services), identity })
+}
+
+/// The API key of `req` when its record must still be read: well-formed, not known fresh in this
+/// isolate, and Redis in use with its breaker closed. Its check can then read the record in the
+/// same script ([`super::decide::decide_by_key`]).
+pub fn unverified_key<P: Platform>(services: &Services<P>, req: &EdgeRequest) -> Option<String> {
+    let redis = services.redis.as_ref()?;
+    if redis.breaker_state() != crate::redis::BreakerState::Closed {
+        return None;
+    }
+    match identity::credential_from(|name| req.header(name).map(str::to_owned), &services.config.policy.identity) {
+        Ok(Credential::ApiKey(key)) if api_key::parse(&key).is_some() && services.registry.fresh(&key).is_none() => {
+            Some(key)
+        }
+        _ => None,
+    }
+}
+
+/// The caller a key's record names.
+pub fn from_record<P: Platform>(services: &Services<P>, record: &KeyRecord) -> Caller {
+    let identity = Identity::from_key(record, &services.config.policy);
+    Caller { tier: tier_of(&identity, services), identity }
 }
 
 /// The anonymous caller behind `req`: its IP group in the anonymous tier. It pays for the work

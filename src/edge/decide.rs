@@ -6,7 +6,9 @@
 use std::num::NonZeroU32;
 
 use crate::cache::{self, CacheTarget};
-use crate::limiter::{Check, Decision, FillLock, Mode, RemoteLimiter};
+use crate::identity::api_key::{self, KeyRecord};
+use crate::identity::AuthError;
+use crate::limiter::{Check, Decision, FillLock, KeyCheck, KeyChecked, Mode, RemoteLimiter};
 use crate::policy::FailurePolicy;
 use crate::redis::{RedisError, Reply};
 
@@ -90,6 +92,73 @@ pub(super) async fn decide<P: Platform>(
             FailurePolicy::Local => Ok(local(LimitMode::Local)),
         },
     }
+}
+
+/// What the limit stage found for a caller known by an API key not verified in this isolate.
+pub(super) enum ByKey {
+    /// The key is valid: its record, and the check of its subject and tier.
+    Decided(KeyRecord, Box<Verdict>),
+    /// The key is unknown, revoked or its record corrupt; nothing was charged.
+    Refused(AuthError),
+    /// Redis did not answer: identify the caller the usual way (which knows what an outage
+    /// means for a key), then check.
+    Unanswered,
+}
+
+/// The limit stage of a request whose API key this isolate has not verified: the key's record
+/// read and the limits of its subject and tier checked in ONE script call, so the key costs no
+/// round trip of its own. `check` holds the route's part (its subject and tier limits are not
+/// read).
+pub(super) async fn decide_by_key<P: Platform>(
+    services: &Services<P>,
+    key: &str,
+    check: &Check<'_>,
+    target: Option<&CacheTarget>,
+) -> ByKey {
+    let Some(redis) = &services.redis else { return ByKey::Unanswered };
+    let policy = &services.config.policy;
+    let record_key = services.keys.api_key(&api_key::key_hash(key));
+    let keyed =
+        KeyCheck { record_key: &record_key, tiers: &policy.tiers, fallback_tier: &policy.default_tier, check: *check };
+    let remote = RemoteLimiter::new(redis, &services.keys);
+    let started = services.clock.now_ms();
+    let read = match (&services.cache, target) {
+        (Some(cache), Some(t)) => Some((cache.read_keys(t), cache.fill_lock(t))),
+        _ => None,
+    };
+    let result = match &read {
+        Some((keys, plan)) => {
+            let lock = FillLock { key: &plan.key, token: &plan.token, ttl_ms: plan.ttl_ms };
+            remote.check_key_and_read(&keyed, keys, Some(lock)).await
+        }
+        None => remote.check_key(&keyed).await.map(|found| (found, None, None)),
+    };
+    let (found, ride_along, taken) = match result {
+        Ok(found) => found,
+        Err(_) => return ByKey::Unanswered,
+    };
+    let refused = match found {
+        KeyChecked::Valid { record, decision } => match api_key::parse_lookup(&record) {
+            Ok(record) => {
+                services.registry.learn(key, Ok(record.clone()));
+                services.limits.seed(&record.subject_hash, &decision);
+                let timing = vec![format!("redis;dur={}", services.clock.now_ms().saturating_sub(started))];
+                let locked = match (read, taken) {
+                    (Some((_, plan)), Some(taken)) => Some((plan, taken)),
+                    _ => None,
+                };
+                let verdict =
+                    Verdict { decision: Some(*decision), read: ride_along, mode: LimitMode::Redis, timing, locked };
+                return ByKey::Decided(record, Box::new(verdict));
+            }
+            Err(e) => e,
+        },
+        KeyChecked::Unknown => AuthError::UnknownKey,
+        KeyChecked::Revoked => AuthError::Revoked,
+        KeyChecked::Corrupt => AuthError::CorruptRecord,
+    };
+    services.registry.learn(key, Err(refused.clone()));
+    ByKey::Refused(refused)
 }
 
 /// Charges Redis what the fallback admitted for this caller while Redis failed, before the

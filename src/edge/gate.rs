@@ -16,7 +16,7 @@ use crate::redis::RedisError;
 
 use super::aftercare::Aftercare;
 use super::caller::{self, Caller};
-use super::decide::{self, Verdict};
+use super::decide::{self, ByKey, Verdict};
 use super::error::GateError;
 use super::http::{EdgeRequest, EdgeResponse};
 use super::proxy::{self, Forwarded};
@@ -53,18 +53,6 @@ pub async fn gated<P: Platform>(services: &Rc<Services<P>>, req: EdgeRequest) ->
             return deny(services, &routed, &anon, &blocked, LimitMode::Redis);
         }
     }
-    let caller = match caller::identify(services, &routed.req, routed.failure()).await {
-        Ok(c) => c,
-        Err(e) => {
-            // Every refused credential is charged to the anonymous limits of its address.
-            if let (GateError::Auth(_), Err((anon, refused))) =
-                (&e, caller::charge_anonymous(services, &routed.req).await)
-            {
-                return deny(services, &routed, &anon, &refused, LimitMode::Redis);
-            }
-            return finish(services, &routed.req, respond::error(&e), Decoration::NONE);
-        }
-    };
     let no_limits: [Limit; 0] = [];
     let route = routed.route.as_ref().map(|(r, _)| *r);
     // An id per request on routes with concurrency slots or a usage reservation: it names the
@@ -73,9 +61,10 @@ pub async fn gated<P: Platform>(services: &Rc<Services<P>>, req: EdgeRequest) ->
         .filter(|r| r.concurrency.is_some() || r.usage.is_some())
         .map(|_| services.random.token())
         .unwrap_or_default();
-    let check = Check {
-        subject_hash: &caller.identity.subject_hash,
-        tier_limits: &caller.tier.limits,
+    // The route's part of the check; the caller's subject and tier complete it.
+    let route_check = Check {
+        subject_hash: "",
+        tier_limits: &no_limits,
         route_limits: route.map_or(&no_limits[..], |r| &r.limits),
         cost: route.map_or(NonZeroU32::MIN, |r| r.cost),
         mode: Mode::Consume,
@@ -87,6 +76,34 @@ pub async fn gated<P: Platform>(services: &Rc<Services<P>>, req: EdgeRequest) ->
         concurrency: route
             .and_then(|r| r.concurrency.as_ref().map(|rule| Slot { rule, route: &r.name, lease_id: &request_id })),
     };
+    // An API key not verified here has its record read by the check itself (with the cache
+    // read, on a cacheable route): one round trip before the origin. Routes whose entries are
+    // the caller's own look the key up first, and so does every key while Redis does not answer.
+    let per_caller = route.and_then(|r| r.cache.as_ref()).is_some_and(|c| c.scope == CacheScope::Caller);
+    let mut decided = None;
+    let mut caller = None;
+    if let Some(key) = caller::unverified_key(services, &routed.req).filter(|_| !per_caller) {
+        let shared = match cache_target_of(services, &routed, "") {
+            Ok(t) => t,
+            Err(e) => return finish(services, &routed.req, respond::error(&e), Decoration::NONE),
+        };
+        match decide::decide_by_key(services, &key, &route_check, shared.as_ref()).await {
+            ByKey::Decided(record, verdict) => {
+                caller = Some(caller::from_record(services, &record));
+                decided = Some(*verdict);
+            }
+            ByKey::Refused(e) => return refuse_credential(services, &routed, GateError::Auth(e)).await,
+            ByKey::Unanswered => {}
+        }
+    }
+    let caller = match caller {
+        Some(c) => c,
+        None => match caller::identify(services, &routed.req, routed.failure()).await {
+            Ok(c) => c,
+            Err(e) => return refuse_credential(services, &routed, e).await,
+        },
+    };
+    let check = Check { subject_hash: &caller.identity.subject_hash, tier_limits: &caller.tier.limits, ..route_check };
     let target = match cache_target(services, &routed, &caller) {
         Ok(t) => t,
         Err(e) => return finish(services, &routed.req, respond::error(&e), Decoration::NONE),
@@ -96,10 +113,10 @@ pub async fn gated<P: Platform>(services: &Rc<Services<P>>, req: EdgeRequest) ->
     // one and consumes nothing (its headers report the caller's last check here).
     let now = services.clock.now_ms();
     let shared_mode = if services.redis.is_some() { LimitMode::Redis } else { LimitMode::Memory };
-    if let Some(blocked) = services.limits.blocks.borrow_mut().get(&check, now) {
+    if let Some(blocked) = services.limits.blocks.borrow_mut().get(&check, now).filter(|_| decided.is_none()) {
         return deny(services, &routed, &caller, &blocked, shared_mode);
     }
-    if let (Some(cache), Some(t)) = (&services.cache, &target) {
+    if let (Some(cache), Some(t), None) = (&services.cache, &target, &decided) {
         if let Some(served) = cache.local(t) {
             let last = services.limits.last_seen(&caller.identity.subject_hash);
             return serve(
@@ -113,9 +130,12 @@ pub async fn gated<P: Platform>(services: &Rc<Services<P>>, req: EdgeRequest) ->
         }
     }
 
-    let verdict = match decide::decide(services, &check, target.as_ref(), routed.failure(), routed.route_name()).await {
-        Ok(v) => v,
-        Err(e) => return finish(services, &routed.req, respond::error(&e), Decoration::NONE),
+    let verdict = match decided {
+        Some(v) => v,
+        None => match decide::decide(services, &check, target.as_ref(), routed.failure(), routed.route_name()).await {
+            Ok(v) => v,
+            Err(e) => return finish(services, &routed.req, respond::error(&e), Decoration::NONE),
+        },
     };
     // A request some shadow limit would have refused, whatever the enforced outcome.
     let warned = verdict.decision.as_ref().map_or(0, |d| d.snapshot().warnings.len() as u64);
@@ -141,6 +161,15 @@ pub async fn gated<P: Platform>(services: &Rc<Services<P>>, req: EdgeRequest) ->
         Aftercare::of(services, &check, d, verdict.mode, route.and_then(|r| r.usage.as_ref()).map(|u| &u.source))
     });
     forward(services, &routed, &caller, target, verdict, aftercare).await
+}
+
+/// A refused credential (or a failed identification): every refused credential is charged to
+/// the anonymous limits of its address, and answered `429` once those are exhausted.
+async fn refuse_credential<P: Platform>(services: &Rc<Services<P>>, routed: &Routed<'_>, e: GateError) -> Handled {
+    if let (GateError::Auth(_), Err((anon, refused))) = (&e, caller::charge_anonymous(services, &routed.req).await) {
+        return deny(services, routed, &anon, &refused, LimitMode::Redis);
+    }
+    finish(services, &routed.req, respond::error(&e), Decoration::NONE)
 }
 
 /// The last stage of an allowed request: serve or fill from the cache, or proxy to the origin.
@@ -210,13 +239,25 @@ fn cache_target<P: Platform>(
     routed: &Routed<'_>,
     caller: &Caller,
 ) -> Result<Option<CacheTarget>, GateError> {
-    let Some((route, matched)) = &routed.route else { return Ok(None) };
+    let Some((route, _)) = &routed.route else { return Ok(None) };
     let Some(rule) = route.cache.as_ref() else { return Ok(None) };
     // A per-caller entry is shared only by requests of one authenticated subject: an address is
     // not a subject (a NAT or a /64 holds many people), so anonymous callers bypass.
     if rule.scope == CacheScope::Caller && caller.identity.kind == CallerKind::Anonymous {
         return Ok(None);
     }
+    cache_target_of(services, routed, &caller.identity.subject_hash)
+}
+
+/// The cache target of a request of the subject `subject_hash` (used only by per-caller
+/// entries), when its route and method are cacheable.
+fn cache_target_of<P: Platform>(
+    services: &Services<P>,
+    routed: &Routed<'_>,
+    subject_hash: &str,
+) -> Result<Option<CacheTarget>, GateError> {
+    let Some((route, matched)) = &routed.route else { return Ok(None) };
+    let Some(rule) = route.cache.as_ref() else { return Ok(None) };
     let req = &routed.req;
     let cacheable_method = match rule.key {
         CacheKeySource::Path => req.method == "GET" || req.method == "HEAD",
@@ -226,8 +267,7 @@ fn cache_target<P: Platform>(
         return Ok(None);
     };
     let query = (!req.query.is_empty()).then_some(req.query.as_str());
-    let key = cache::key::cache_key(rule, matched, query, &req.body, &caller.identity.subject_hash)
-        .map_err(GateError::CacheKey)?;
+    let key = cache::key::cache_key(rule, matched, query, &req.body, subject_hash).map_err(GateError::CacheKey)?;
     Ok(Some(CacheTarget::new(&route.name, rule, class.clone(), key)))
 }
 

@@ -72,6 +72,18 @@ impl<T: Transport + Clone + 'static, S: Sleeper + 'static> KeyRegistry<T, S> {
         self.cache.borrow().last_known(&api_key::key_hash(key)).is_some()
     }
 
+    /// What this isolate knows of `key` and may still act on without asking Redis: a record or
+    /// a refusal within its cache time. `None`: the key must be verified (by a lookup, or by a
+    /// check that reads its record).
+    pub fn fresh(&self, key: &str) -> Option<Result<KeyRecord, AuthError>> {
+        self.cache.borrow_mut().get(&api_key::key_hash(key), self.clock.now_ms())
+    }
+
+    /// Remembers what a check that read `key`'s record found, as a lookup's outcome.
+    pub fn learn(&self, key: &str, outcome: Result<KeyRecord, AuthError>) {
+        self.cache.borrow_mut().put(&api_key::key_hash(key), outcome, self.clock.now_ms());
+    }
+
     /// The record of a presented key.
     pub async fn resolve(&self, key: &str) -> Result<KeyRecord, RegistryError> {
         if api_key::parse(key).is_none() {

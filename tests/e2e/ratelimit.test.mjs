@@ -280,13 +280,44 @@ describe("cost in Redis round trips", () => {
   test("each gated request costs at most one HTTP request to redis-rest", async () => {
     const key = await createKey("user-roundtrips", "PRO");
     const headers = { authorization: `Bearer ${key}` };
-    await (await stack.fetch("/api/chat/warm", { headers })).text(); // key lookup cached in the isolate
+    // The key verified (by the check that reads its record), then once the plain check: both
+    // scripts are in Redis's script cache, and the key's record in the isolate's.
+    for (const path of ["/api/chat/warm", "/api/chat/warm"]) await (await stack.fetch(path, { headers })).text();
     await stack.redisRest.resetStats();
     for (let i = 0; i < 4; i++) await (await stack.fetch("/api/chat/x", { headers })).text();
     for (let i = 0; i < 4; i++) await (await stack.fetch("/anything/y", { headers: ip("10.4.0.1") })).text();
     assert.ok((await gatedRequests()) <= 8, `at most 8 REST requests for 8 gated requests`);
     const s = await stack.redisRest.stats();
     assert.equal(s.commands.by_name.evalsha, 8, "one EVALSHA per gated request, all limits in one script");
+  });
+
+  test("a key the isolate has never seen costs one HTTP request to redis-rest: its check reads the record", async () => {
+    // Another never-seen key first, so the script is in Redis's script cache (its first run
+    // anywhere costs one NOSCRIPT answer more).
+    const other = await createKey("user-first-trip-warm", "PRO");
+    await (await stack.fetch("/anything/warm", { headers: { authorization: `Bearer ${other}` } })).text();
+    const key = await createKey("user-first-trip", "PRO");
+    const headers = { authorization: `Bearer ${key}` };
+    await stack.redisRest.resetStats();
+    const first = await stack.fetch("/anything/first", { headers });
+    await first.text();
+    assert.equal(first.status, 200);
+    assert.equal(first.headers.get("x-ratelimit-limit"), "1000", "limited by the record's tier");
+    assert.equal(await gatedRequests(), 1, "one round trip before the origin, the key's verification included");
+    const s = await stack.redisRest.stats();
+    assert.equal(s.commands.by_name.get ?? 0, 0, "no lookup of its own");
+    // Remembered: the next request is the plain check, on the same subject's limits.
+    const second = await stack.fetch("/anything/second", { headers });
+    await second.text();
+    assert.equal(second.headers.get("x-ratelimit-remaining"), "998");
+    assert.equal(await gatedRequests(), 2);
+  });
+
+  test("a made-up key checked by its record is refused 401 and nothing is charged to any subject", async () => {
+    const madeUp = `tg_${"0".repeat(11)}9_${"A".repeat(43)}`;
+    const r = await stack.fetch("/anything/forged", { headers: { authorization: `Bearer ${madeUp}`, ...ip("10.4.0.9") } });
+    assert.equal(r.status, 401);
+    assert.equal(r.headers.get("content-type"), "application/problem+json");
   });
 
   test("a blocked caller's repeats cost no Redis request at all", async () => {

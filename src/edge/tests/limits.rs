@@ -60,17 +60,104 @@ fn an_api_key_is_limited_by_its_tier_and_a_bad_one_is_refused() {
     }
 }
 
+/// [`POLICY`] with a route whose entries are each caller's own.
+const PER_CALLER_POLICY: &str = r#"{
+  "tiers": {
+    "ANON": { "limits": [ { "limit": 3, "window": "1h", "algorithm": "fixed_window" } ] },
+    "BASIC": { "limits": [ { "limit": 5, "window": "1h", "algorithm": "fixed_window" } ] }
+  },
+  "routes": [
+    { "name": "mine", "path": "/api/mine/{name}", "methods": ["GET"], "upstream": "/config/{name}",
+      "cache": { "class": "STATIC_CONFIG", "key": "path", "scope": "caller" } },
+    { "name": "config", "path": "/api/config/{name}", "methods": ["GET", "HEAD"], "upstream": "/config/{name}",
+      "cache": { "class": "STATIC_CONFIG", "key": "path", "scope": "global" } }
+  ],
+  "cache_classes": { "STATIC_CONFIG": { "ttl": "1m", "jitter": 0.0, "stale": "1m" } }
+}"#;
+
 #[test]
 fn concurrent_lookups_of_one_key_share_one_redis_request() {
-    let w = World::new(true);
+    // On a route with per-caller entries the key is looked up before the check (the entry key
+    // is the caller's).
+    let w = World::with_policy(true, PER_CALLER_POLICY);
     let key = w.key("user-2", "BASIC");
-    let before = w.redis.commands().iter().filter(|c| *c == "GET").count();
-    let requests = (0..5).map(|_| w.edge.handle(EdgeRequest::new("GET", "/x").with_header("x-api-key", &key)));
+    let count = |name: &str| w.redis.commands().iter().filter(|c| *c == name).count();
+    let (gets, scripts) = (count("GET"), count("EVALSHA"));
+    let requests =
+        (0..5).map(|_| w.edge.handle(EdgeRequest::new("GET", "/api/mine/site").with_header("x-api-key", &key)));
     let answers = run_with_timer(Some(&w.timer), futures::future::join_all(requests));
     let limits: Vec<_> =
         answers.into_iter().map(|h| answer_of(h).header("x-ratelimit-limit").map(str::to_owned)).collect();
     assert!(limits.iter().all(|l| l.as_deref() == Some("5")), "{limits:?}");
-    assert_eq!(w.redis.commands().iter().filter(|c| *c == "GET").count() - before, 1, "one lookup for five requests");
+    assert_eq!(count("GET") - gets, 1, "one lookup for five requests");
+    assert_eq!(count("EVALSHA") - scripts, 5, "then one check each");
+}
+
+#[test]
+fn on_a_shared_cached_route_a_never_seen_key_is_checked_and_the_entry_read_in_one_command() {
+    let w = World::with_policy(true, PER_CALLER_POLICY);
+    let warm = w.key("user-warm", "BASIC");
+    assert_eq!(w.answer(EdgeRequest::new("GET", "/api/config/site").with_header("x-api-key", &warm)).status, 200);
+    let fresh = w.other_isolate();
+    let key = w.key("user-cached", "BASIC");
+    let before = w.redis.commands().len();
+    let mut handled = run_with_timer(
+        Some(&w.timer),
+        fresh.handle(EdgeRequest::new("GET", "/api/config/site").with_header("x-api-key", &key)),
+    );
+    handled.background.clear();
+    let resp = answer_of(handled);
+    assert_eq!((resp.status, resp.header("x-cache")), (200, Some("HIT")), "served from Redis");
+    assert_eq!(resp.header("x-ratelimit-remaining"), Some("4"), "charged to the record's subject");
+    assert_eq!(&w.redis.commands()[before..], ["EVALSHA"], "the key, the limits and the entry in one command");
+}
+
+#[test]
+fn a_key_never_seen_here_costs_one_command_its_check_which_reads_the_record() {
+    let w = World::new(true);
+    let key = w.key("user-one-trip", "BASIC");
+    let fresh = w.other_isolate();
+    let send = |edge: &Edge<Fakes>, req| {
+        let mut handled = run_with_timer(Some(&w.timer), edge.handle(req));
+        handled.background.clear();
+        answer_of(handled)
+    };
+    let before = w.redis.commands().len();
+    let resp = send(&fresh, EdgeRequest::new("GET", "/x").with_header("x-api-key", &key));
+    assert_eq!((resp.status, resp.header("x-ratelimit-limit")), (0, Some("5")), "proxied under BASIC");
+    assert_eq!(resp.header("x-ratelimit-remaining"), Some("4"));
+    assert_eq!(&w.redis.commands()[before..], ["EVALSHA"], "no lookup of its own");
+    // The record is remembered: the next request is the plain check.
+    let before = w.redis.commands().len();
+    let again = send(&fresh, EdgeRequest::new("GET", "/x").with_header("x-api-key", &key));
+    assert_eq!(again.header("x-ratelimit-remaining"), Some("3"), "the same subject's limits");
+    assert_eq!(&w.redis.commands()[before..], ["EVALSHA"]);
+    // The subject's limits are the same whichever way the key was verified.
+    let third = w.answer(EdgeRequest::new("GET", "/x").with_header("x-api-key", &key));
+    assert_eq!(third.header("x-ratelimit-remaining"), Some("2"));
+}
+
+#[test]
+fn an_unknown_or_revoked_key_checked_by_its_record_is_refused_and_charges_its_address() {
+    let w = World::new(true);
+    let key = w.key("user-revoked", "BASIC");
+    let listed = json(&w.admin("GET", "/_tollgate/keys", ""));
+    let id = listed["keys"][0]["id"].as_str().unwrap_or_default().to_owned();
+    assert_eq!(w.admin("DELETE", &format!("/_tollgate/keys/{id}"), "").status, 204);
+    let made_up = format!("tg_{:012x}_{}", 7, "B".repeat(43));
+    for (k, why) in [(&key, "revoked"), (&made_up, "unknown")] {
+        let fresh = w.other_isolate();
+        let mut handled = run_with_timer(
+            Some(&w.timer),
+            fresh.handle(from_ip("GET", "/x", "203.0.113.9").with_header("x-api-key", k)),
+        );
+        handled.background.clear();
+        let resp = answer_of(handled);
+        assert_eq!(resp.status, 401, "{why}");
+    }
+    // Both refusals were charged to the address's anonymous limits (3 per hour).
+    let anon = w.answer(from_ip("GET", "/x", "203.0.113.9"));
+    assert_eq!(anon.header("x-ratelimit-remaining"), Some("0"), "two refusals and this request");
 }
 
 #[test]
