@@ -94,7 +94,7 @@ impl<'a, T: Transport> RemoteLimiter<'a, T> {
     ) -> Result<Checked, RemoteError> {
         let call = check.command(self.keys)?;
         let (decided, ride_along, lock) =
-            self.with_read(check_and_read_script(), call.keys, call.args, read_keys, lock).await?;
+            self.with_read(check_and_read_script(), call.keys, call.args, read_keys, lock, false).await?;
         Ok(Checked { decision: parse_reply(&decided)?, ride_along, lock })
     }
 
@@ -109,7 +109,7 @@ impl<'a, T: Transport> RemoteLimiter<'a, T> {
     ) -> Result<(KeyChecked, Option<Result<Reply, RedisError>>, Option<bool>), RemoteError> {
         let call = check.command(self.keys)?;
         let (found, ride_along, lock) =
-            self.with_read(check_key_and_read_script(), call.keys, call.args, read_keys, lock).await?;
+            self.with_read(check_key_and_read_script(), call.keys, call.args, read_keys, lock, true).await?;
         Ok((parse_key_reply(&found)?, ride_along, lock))
     }
 
@@ -122,6 +122,7 @@ impl<'a, T: Transport> RemoteLimiter<'a, T> {
         mut args: Vec<crate::redis::Arg>,
         read_keys: &[String; 2],
         lock: Option<FillLock<'_>>,
+        patient: bool,
     ) -> Result<(Reply, Option<Result<Reply, RedisError>>, Option<bool>), RemoteError> {
         keys.extend(read_keys.iter().cloned());
         match lock {
@@ -133,7 +134,11 @@ impl<'a, T: Transport> RemoteLimiter<'a, T> {
             }
             None => args.push(crate::redis::Arg::from(2u32)),
         }
-        let reply = self.client.eval(script, &keys, &args).await?;
+        let reply = if patient {
+            self.client.eval_patient(script, &keys, &args).await?
+        } else {
+            self.client.eval(script, &keys, &args).await?
+        };
         let mut parts = match reply {
             Reply::Array(parts) if (2..=3).contains(&parts.len()) => parts.into_iter(),
             _ => return Err(LimiterError::MalformedReply("check_and_read reply").into()),
@@ -152,7 +157,9 @@ impl<'a, T: Transport> RemoteLimiter<'a, T> {
     /// call: one command and one round trip for a key this isolate has not verified.
     pub async fn check_key(&self, check: &KeyCheck<'_>) -> Result<KeyChecked, RemoteError> {
         let call = check.command(self.keys)?;
-        let reply = self.client.eval(check_key_script(), &call.keys, &call.args).await?;
+        // Patient, as the registry's lookup: a key check given up on would be followed by that
+        // lookup and another check, the limits charged twice if the first one ran.
+        let reply = self.client.eval_patient(check_key_script(), &call.keys, &call.args).await?;
         Ok(parse_key_reply(&reply)?)
     }
 

@@ -119,6 +119,15 @@ impl<T: Transport> Client<T> {
         decode_single(&reply)
     }
 
+    /// Like [`Client::eval`], for a script whose timeout costs more than its wait (see
+    /// [`Transport::post_patient`]).
+    pub async fn eval_patient(&self, script: &Script, keys: &[String], args: &[Arg]) -> Result<Reply, RedisError> {
+        match self.command_patient(script.evalsha(keys, args)).await {
+            Err(e) if e.is_noscript() => self.command_patient(script.eval(keys, args)).await,
+            other => other,
+        }
+    }
+
     /// `POST /pipeline`: several commands in one HTTP request, executed in order but not
     /// atomically; each has its own result. An empty list costs nothing.
     pub async fn pipeline(&self, cmds: Vec<Command>) -> BatchResult {
