@@ -177,7 +177,9 @@ describe("token quotas: reserve in the check, settle after the answer", () => {
     });
     assert.equal(count, sum, "Tollgate charged exactly what the origin reported");
     assert.ok(count <= 1000 + 500, `charged ${count}, over the bound`);
-    assert.ok(allowed.length >= 4, `at least the quota's worth of reservations passed (${allowed.length})`);
+    // Truly concurrent, 5 reservations of 200 fit; when the isolate serializes the burst, answers
+    // settle (300 each) before later checks run, and ⌊1000 / 300⌋ = 3 fit. Never fewer.
+    assert.ok(allowed.length >= 3, `at least the quota's worth of answers passed (${allowed.length})`);
     assert.equal((await originChat()).requests, allowed.length, "the origin saw exactly the admitted requests");
   });
 });
