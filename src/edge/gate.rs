@@ -79,7 +79,7 @@ pub async fn gated<P: Platform>(services: &Rc<Services<P>>, req: EdgeRequest) ->
     // An API key not verified here has its record read by the check itself (with the cache
     // read, on a cacheable route): one round trip before the origin. Routes whose entries are
     // the caller's own look the key up first, and so does every key while Redis does not answer.
-    let per_caller = route.and_then(|r| r.cache.as_ref()).is_some_and(|c| c.scope == CacheScope::Caller);
+    let per_caller = per_caller_cache(route);
     let mut decided = None;
     let mut caller = None;
     if let Some(key) = caller::unverified_key(services, &routed.req).filter(|_| !per_caller) {
@@ -239,14 +239,17 @@ fn cache_target<P: Platform>(
     routed: &Routed<'_>,
     caller: &Caller,
 ) -> Result<Option<CacheTarget>, GateError> {
-    let Some((route, _)) = &routed.route else { return Ok(None) };
-    let Some(rule) = route.cache.as_ref() else { return Ok(None) };
     // A per-caller entry is shared only by requests of one authenticated subject: an address is
     // not a subject (a NAT or a /64 holds many people), so anonymous callers bypass.
-    if rule.scope == CacheScope::Caller && caller.identity.kind == CallerKind::Anonymous {
+    if per_caller_cache(routed.route.as_ref().map(|(r, _)| *r)) && caller.identity.kind == CallerKind::Anonymous {
         return Ok(None);
     }
     cache_target_of(services, routed, &caller.identity.subject_hash)
+}
+
+/// Whether `route` caches entries that are each caller's own.
+fn per_caller_cache(route: Option<&Route>) -> bool {
+    route.and_then(|r| r.cache.as_ref()).is_some_and(|c| c.scope == CacheScope::Caller)
 }
 
 /// The cache target of a request of the subject `subject_hash` (used only by per-caller
