@@ -135,57 +135,42 @@ impl Random for FakeRandom {
     }
 }
 
-/// A JS timer as a future (wasm32): resolves after `ms`, and clears its timeout when dropped
-/// early. Unlike `worker::Delay` it makes no assumption about what `setTimeout` returns, so it
-/// runs under workerd and Node alike, and it cannot panic.
+/// A JS timer as a future (wasm32): resolves after `ms`, and stops its timeout when dropped
+/// early.
 #[cfg(target_arch = "wasm32")]
 pub struct Timer {
     wait: wasm_bindgen_futures::JsFuture,
-    id: wasm_bindgen::JsValue,
+    promise: js_sys::Promise,
+    done: bool,
 }
 
 #[cfg(target_arch = "wasm32")]
 impl Timer {
-    /// A timer of `ms` milliseconds; if the runtime refuses one, it resolves at once.
+    /// A timer of `ms` milliseconds.
     pub fn after(ms: u32) -> Self {
-        use wasm_bindgen::JsValue;
-        let global = js_sys::global();
-        let id = std::cell::RefCell::new(JsValue::UNDEFINED);
-        let promise = js_sys::Promise::new(&mut |resolve, _reject| {
-            let set = js_sys::Reflect::get(&global, &JsValue::from_str("setTimeout"))
-                .ok()
-                .and_then(|f| f.dyn_into::<js_sys::Function>().ok());
-            match set.and_then(|f| f.call2(&global, &resolve, &JsValue::from(ms)).ok()) {
-                Some(handle) => *id.borrow_mut() = handle,
-                None => {
-                    let _ = resolve.call0(&JsValue::NULL);
-                }
-            }
-        });
-        Self { wait: wasm_bindgen_futures::JsFuture::from(promise), id: id.into_inner() }
-    }
-}
-
-#[cfg(target_arch = "wasm32")]
-use wasm_bindgen::JsCast as _;
-
-#[cfg(target_arch = "wasm32")]
-impl std::future::Future for Timer {
-    type Output = ();
-
-    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
-        std::pin::Pin::new(&mut self.wait).poll(cx).map(|_| ())
+        let promise = crate::host::sleep(ms);
+        Self { wait: wasm_bindgen_futures::JsFuture::from(promise.clone()), promise, done: false }
     }
 }
 
 #[cfg(target_arch = "wasm32")]
 impl Drop for Timer {
     fn drop(&mut self) {
-        let global = js_sys::global();
-        if let Ok(clear) = js_sys::Reflect::get(&global, &wasm_bindgen::JsValue::from_str("clearTimeout")) {
-            if let Ok(clear) = clear.dyn_into::<js_sys::Function>() {
-                let _ = clear.call1(&global, &self.id);
-            }
+        if !self.done {
+            crate::host::cancel(&self.promise);
         }
+    }
+}
+
+#[cfg(target_arch = "wasm32")]
+impl std::future::Future for Timer {
+    type Output = ();
+
+    fn poll(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<()> {
+        let polled = std::pin::Pin::new(&mut self.wait).poll(cx).map(|_| ());
+        if polled.is_ready() {
+            self.done = true;
+        }
+        polled
     }
 }

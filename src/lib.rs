@@ -8,6 +8,7 @@
 pub mod cache;
 pub mod clock;
 pub mod edge;
+pub mod host;
 pub mod identity;
 pub mod keys;
 pub mod limiter;

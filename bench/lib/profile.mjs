@@ -5,6 +5,7 @@
 // build does), so the profile says which parts of the request path dominate.
 
 import { createRequire } from "node:module";
+import { writeFileSync } from "node:fs";
 import path from "node:path";
 
 import { HOST, freePort, sleep } from "./proc.mjs";
@@ -145,6 +146,8 @@ export async function profileWorker({ root, dir, def, loads, seconds, threads, c
       await cdp.send("Profiler.start");
       const wrk = await runWrk({ root, url: w.url, request: load.request, seconds, threads, connections });
       const { profile } = await cdp.send("Profiler.stop");
+      // The raw profile, for Chrome DevTools or a closer look (kept with --keep-tmp).
+      writeFileSync(path.join(dir, `${load.id}.cpuprofile`), JSON.stringify(profile));
       out[load.id] = { requests: wrk.requests, rps: wrk.requests / (wrk.duration_us / 1e6), ...analyse(profile) };
     }
     cdp.close();

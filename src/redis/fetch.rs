@@ -1,4 +1,5 @@
-//! The Worker's transport: the runtime's own `fetch`, raced against a timer.
+//! The Worker's transport: the runtime's own `fetch` (through `host.js`, one call per exchange),
+//! raced against the budget.
 //!
 //! It speaks the same protocol as [`super::ReqwestTransport`] with less work per call: no URL
 //! parsing or header-map conversion, and no `AbortController`. Profiles of the Worker showed
@@ -7,12 +8,11 @@
 //! ignored, and the runtime cancels it when the invocation ends); one that completes costs nothing
 //! more.
 
-use futures::future::{select, Either};
 use wasm_bindgen::{JsCast, JsValue};
 use wasm_bindgen_futures::JsFuture;
 
 use super::budget::BudgetConfig;
-use super::transport::{now_ms, Budget, ENCODING_HEADER, SYNC_TOKEN_HEADER};
+use super::transport::{now_ms, Budget};
 use super::{HttpReply, RedisError, Transport};
 
 /// The Upstash REST protocol over the global `fetch`.
@@ -71,34 +71,11 @@ impl FetchTransport {
     ) -> Result<HttpReply, RedisError> {
         let budget = self.budget.next_ms();
         let started = now_ms();
-        let headers = web_sys::Headers::new().map_err(|e| RedisError::Transport(reason(&e)))?;
-        let set = |name: &str, value: &str| headers.append(name, value).map_err(|e| RedisError::Transport(reason(&e)));
-        set("authorization", &self.authorization)?;
-        set("content-type", "application/json")?;
-        set(ENCODING_HEADER, "base64")?;
-        if let Some(token) = sync_token.filter(|t| t.chars().all(|c| c.is_ascii_graphic())) {
-            set(SYNC_TOKEN_HEADER, &token)?;
-        }
-        let init = web_sys::RequestInit::new();
-        init.set_method("POST");
-        init.set_headers(&headers);
-        init.set_body(&JsValue::from_str(&body));
         let url = format!("{}{}", self.base_url, path);
-        let promise =
-            js_sys::global().unchecked_into::<web_sys::WorkerGlobalScope>().fetch_with_str_and_init(&url, &init);
-
-        let work = async {
-            let value = JsFuture::from(promise).await.map_err(|e| RedisError::Transport(reason(&e)))?;
-            let resp: web_sys::Response =
-                value.dyn_into().map_err(|_| RedisError::Transport("fetch did not return a Response".to_owned()))?;
-            let status = resp.status();
-            let sync_token = resp.headers().get(SYNC_TOKEN_HEADER).ok().flatten();
-            let buffer = resp.array_buffer().map_err(|e| RedisError::Transport(reason(&e)))?;
-            let buffer = JsFuture::from(buffer).await.map_err(|e| RedisError::Transport(reason(&e)))?;
-            let body = js_sys::Uint8Array::new(&buffer).to_vec();
-            Ok(HttpReply { status, body, sync_token })
-        };
-        futures::pin_mut!(work);
+        let token = sync_token.filter(|t| t.chars().all(|c| c.is_ascii_graphic())).unwrap_or_default();
+        // One promise for the whole exchange (request, status, sync token and body), raced here
+        // against the budget: a wait costs no timer object on this side.
+        let answer = crate::host::rest_post(&url, &self.authorization, &body, &token);
         // Wait while Redis makes progress (see `budget`): re-armed after every wake-up until the
         // call's deadline, which moves on with every answer any call of this isolate receives.
         // A timer that fires late shows the isolate itself was busy (a burst being handled), not
@@ -110,22 +87,39 @@ impl FetchTransport {
                 return Err(RedisError::Timeout(budget));
             };
             let armed = now_ms();
-            let timer = crate::clock::Timer::after(wait);
-            match select(work.as_mut(), timer).await {
-                Either::Left((result, _)) => {
-                    match &result {
+            let settled = JsFuture::from(crate::host::within(&answer, wait)).await;
+            match settled {
+                Ok(value) if value.is_undefined() => {
+                    let late = now_ms().saturating_sub(armed.saturating_add(u64::from(wait)));
+                    stalled = stalled.saturating_add(late).min(MAX_STALL_MS);
+                }
+                Ok(value) => {
+                    let reply = reply_of(&value);
+                    match &reply {
                         Ok(_) => self.budget.completed(now_ms().saturating_sub(started)),
                         Err(_) => self.budget.answered(),
                     }
-                    return result;
+                    return reply;
                 }
-                Either::Right(((), _)) => {
-                    let late = now_ms().saturating_sub(armed.saturating_add(u64::from(wait)));
-                    stalled = stalled.saturating_add(late).min(MAX_STALL_MS);
+                Err(e) => {
+                    self.budget.answered();
+                    return Err(RedisError::Transport(reason(&e)));
                 }
             }
         }
     }
+}
+
+/// The reply in `[status, sync token or null, ArrayBuffer]`.
+fn reply_of(value: &JsValue) -> Result<HttpReply, RedisError> {
+    let parts: &js_sys::Array = value.unchecked_ref();
+    let status = parts.get(0).as_f64().and_then(|s| u16::try_from(s as u32).ok());
+    let Some(status) = status else {
+        return Err(RedisError::Transport("the REST answer had no status".to_owned()));
+    };
+    let sync_token = parts.get(1).as_string();
+    let body = js_sys::Uint8Array::new(&parts.get(2)).to_vec();
+    Ok(HttpReply { status, body, sync_token })
 }
 
 /// The most a call's deadline moves for the isolate's own busyness, ms.

@@ -5,22 +5,17 @@
 use std::cell::RefCell;
 use std::rc::Rc;
 
-use futures::future::{select, Either};
-use wasm_bindgen::closure::Closure;
 use wasm_bindgen::{JsCast, JsValue};
 use worker::{event, Context, Env, ScheduleContext, ScheduledEvent};
 
-use crate::cache::{Origin, OriginError, OriginRequest, OriginResponse};
-use crate::clock::{Clock, Sleeper, SystemClock, SystemRandom, Timer};
-use crate::edge::aftercare::Aftercare;
+use crate::clock::{SystemClock, SystemRandom};
 use crate::edge::body::{check_declared, BodyRefusal, CappedBody};
 use crate::edge::config::Config;
-use crate::edge::events::{KEEPALIVE, KEEPALIVE_MS};
 use crate::edge::http::{split_url, EdgeRequest, EdgeResponse};
 use crate::edge::problem::{Problem, ProblemKind};
-use crate::edge::{Background, Edge, EventsPlan, Outcome, Platform, ProxyPlan, Services};
+use crate::edge::{Edge, Outcome, Platform, Services};
+use crate::host::{self, header_lines, RequestHead};
 use crate::identity::web::{FetchKeySource, WebCryptoVerifier};
-use crate::limiter::UsageMeter;
 use crate::redis::{BudgetConfig, FetchTransport};
 
 mod origin;
@@ -126,18 +121,15 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
         Ok(g) => g,
         Err(message) => return to_response(Problem::new(ProblemKind::InvalidConfig, message).to_response()),
     };
-    let method = req.method();
-    let (raw_path, query) = split_url(&req.url());
+    // Method, URL and headers in one crossing of the boundary.
+    let RequestHead { method, url, headers } = RequestHead::parse(&host::request_head(&req));
+    let (raw_path, query) = split_url(&url);
     // The entrance's rules, applied before a byte of the body is read: the normalized path is
     // the one the body rule, the routes and the origin see.
     let path = match Edge::<WorkerPlatform>::normalize_path(&raw_path) {
         Ok(p) => p,
         Err(resp) => return to_response(resp),
     };
-    let mut headers = header_list(&req.headers());
-    for (name, _) in &mut headers {
-        name.make_ascii_lowercase();
-    }
     let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
     let body = match gate.body_cap(&method, &path, header("authorization")) {
         None => Vec::new(),
@@ -199,34 +191,10 @@ async fn read_capped(req: &web_sys::Request, content_length: Option<&str>, cap: 
     Ok(body.into_bytes())
 }
 
-/// Converts a plain response into a runtime one.
+/// Converts a plain response into a runtime one, in one call: its headers travel as one string.
 fn to_response(resp: EdgeResponse) -> worker::Result<web_sys::Response> {
-    let headers = web_sys::Headers::new()?;
-    for (name, value) in &resp.headers {
-        headers.append(name, value)?;
-    }
-    let init = web_sys::ResponseInit::new();
-    init.set_status(resp.status);
-    init.set_headers(&headers);
-    if resp.body.is_empty() && matches!(resp.status, 101 | 204 | 205 | 304) {
-        return Ok(web_sys::Response::new_with_opt_str_and_init(None, &init)?);
-    }
-    let mut body = resp.body;
-    Ok(web_sys::Response::new_with_opt_u8_array_and_init(Some(&mut body), &init)?)
-}
-
-/// The name/value pairs of a `Headers` object, in order.
-fn header_list(headers: &web_sys::Headers) -> Vec<(String, String)> {
-    let mut out = Vec::new();
-    if let Ok(Some(iter)) = js_sys::try_iter(headers) {
-        for entry in iter.flatten() {
-            let pair = js_sys::Array::from(&entry);
-            if let (Some(n), Some(v)) = (pair.get(0).as_string(), pair.get(1).as_string()) {
-                out.push((n, v));
-            }
-        }
-    }
-    out
+    let body: &[u8] = if matches!(resp.status, 101 | 204 | 205 | 304) { &[] } else { &resp.body };
+    Ok(host::response(resp.status, &header_lines(&resp.headers), body)?)
 }
 
 #[cfg(test)]

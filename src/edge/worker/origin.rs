@@ -1,6 +1,10 @@
 //! The origin over the Workers `fetch` (cache fills), and timers.
 
-use super::*;
+use wasm_bindgen::JsCast;
+
+use crate::cache::{Origin, OriginError, OriginRequest, OriginResponse};
+use crate::clock::{Sleeper, Timer};
+use crate::host::{self, header_lines, parse_header_lines};
 
 /// Timers on the Workers runtime.
 #[derive(Debug, Clone, Copy)]
@@ -24,49 +28,21 @@ impl Origin for FetchOrigin {
         if self.base.is_empty() {
             return Err(OriginError::Unreachable("ORIGIN_URL is not set".to_owned()));
         }
-        let init = web_sys::RequestInit::new();
-        init.set_method(&req.method);
-        init.set_redirect(web_sys::RequestRedirect::Manual);
-        let headers = web_sys::Headers::new().map_err(|_| OriginError::Unreachable("headers".into()))?;
-        for (name, value) in &req.headers {
-            let _ = headers.append(name, value);
-        }
-        init.set_headers(&headers);
-        if !req.body.is_empty() && !matches!(req.method.as_str(), "GET" | "HEAD") {
-            init.set_body(&js_sys::Uint8Array::from(req.body.as_slice()).into());
-        }
-        let controller = web_sys::AbortController::new().ok();
-        if let Some(c) = &controller {
-            init.set_signal(Some(&c.signal()));
-        }
         let url = format!("{}{}", self.base, req.path_and_query);
-        let request = web_sys::Request::new_with_str_and_init(&url, &init)
+        // Request, answer and timeout in one promise (`host.js`); a timed-out request is aborted.
+        let promise = host::fetch_whole(&url, &req.method, &header_lines(&req.headers), &req.body, self.timeout_ms)
             .map_err(|_| OriginError::Unreachable(format!("invalid origin URL {url}")))?;
-        let promise = js_sys::global().unchecked_into::<web_sys::WorkerGlobalScope>().fetch_with_request(&request);
-        let work = async {
-            let value = wasm_bindgen_futures::JsFuture::from(promise)
-                .await
-                .map_err(|e| OriginError::Unreachable(e.as_string().unwrap_or_else(|| "fetch failed".into())))?;
-            let resp: web_sys::Response =
-                value.dyn_into().map_err(|_| OriginError::Unreachable("not a response".into()))?;
-            let headers = header_list(&resp.headers());
-            let buffer = resp.array_buffer().map_err(|_| OriginError::Unreachable("unreadable body".into()))?;
-            let buffer = wasm_bindgen_futures::JsFuture::from(buffer)
-                .await
-                .map_err(|_| OriginError::Unreachable("the origin closed the connection mid-body".into()))?;
-            let body = js_sys::Uint8Array::new(&buffer).to_vec();
-            Ok(OriginResponse { status: resp.status(), headers, body })
-        };
-        let timer = Timer::after(self.timeout_ms);
-        futures::pin_mut!(work);
-        match select(work, timer).await {
-            Either::Left((result, _)) => result,
-            Either::Right(((), _)) => {
-                if let Some(c) = controller {
-                    c.abort();
-                }
-                Err(OriginError::Timeout)
-            }
+        let answer = wasm_bindgen_futures::JsFuture::from(promise)
+            .await
+            .map_err(|e| OriginError::Unreachable(e.as_string().unwrap_or_else(|| "fetch failed".into())))?;
+        if answer.is_undefined() {
+            return Err(OriginError::Timeout);
         }
+        let parts: &js_sys::Array = answer.unchecked_ref();
+        let status = parts.get(0).as_f64().and_then(|s| u16::try_from(s as u32).ok());
+        let Some(status) = status else { return Err(OriginError::Unreachable("not a response".into())) };
+        let headers = parse_header_lines(&parts.get(1).as_string().unwrap_or_default());
+        let body = js_sys::Uint8Array::new(&parts.get(2)).to_vec();
+        Ok(OriginResponse { status, headers, body })
     }
 }

@@ -1,7 +1,21 @@
 //! Streaming through the Worker: requests to the origin with their answers passed back (metered
 //! for usage-charged routes), and the admin event stream.
 
-use super::*;
+use std::cell::RefCell;
+
+use futures::future::{select, Either};
+use wasm_bindgen::closure::Closure;
+use wasm_bindgen::{JsCast, JsValue};
+
+use super::to_response;
+use crate::clock::{Clock, SystemClock, Timer};
+use crate::edge::aftercare::Aftercare;
+use crate::edge::events::{KEEPALIVE, KEEPALIVE_MS};
+use crate::edge::http::EdgeResponse;
+use crate::edge::problem::{Problem, ProblemKind};
+use crate::edge::{Background, EventsPlan, ProxyPlan};
+use crate::host::{self, header_lines, parse_header_lines};
+use crate::limiter::UsageMeter;
 
 /// Sends the request on to the origin with the body streamed through, and streams the answer
 /// back with Tollgate's headers added. The origin's headers are copied by the runtime, which also
@@ -18,99 +32,67 @@ pub(super) async fn stream_proxy(
     let aftercare = plan.aftercare.take();
     let unpaid = |aftercare: Option<Aftercare>| aftercare.map(|a| a.finish(None));
     let started = SystemClock.now_ms();
-    let init = web_sys::RequestInit::new();
-    init.set_method(&plan.method);
-    init.set_redirect(web_sys::RequestRedirect::Manual);
-    let headers = web_sys::Headers::new()?;
-    for (name, value) in &plan.request_headers {
-        headers.append(name, value)?;
-    }
-    init.set_headers(&headers);
-    let controller = web_sys::AbortController::new().ok();
-    if let Some(c) = &controller {
-        init.set_signal(Some(&c.signal()));
-    }
-    if !matches!(plan.method.as_str(), "GET" | "HEAD") {
-        match &plan.body {
-            Some(bytes) => init.set_body(&js_sys::Uint8Array::from(bytes.as_slice()).into()),
-            None => {
-                if let Some(stream) = req.body() {
-                    init.set_body(&stream.into());
-                }
-            }
-        }
-    }
-    let upstream = match web_sys::Request::new_with_str_and_init(&plan.url, &init) {
-        Ok(r) => r,
-        Err(_) => {
-            let problem = Problem::new(ProblemKind::OriginUnreachable, "the origin URL could not be built");
-            return Ok((to_response(problem.to_response())?, unpaid(aftercare)));
-        }
+    let problem_response = |kind: ProblemKind, detail: String, origin_ms: u64| {
+        let mut problem = Problem::new(kind, detail).to_response();
+        plan.decorate(&mut problem, origin_ms);
+        to_response(problem)
     };
-    let promise = js_sys::global().unchecked_into::<web_sys::WorkerGlobalScope>().fetch_with_request(&upstream);
-    // The origin's response headers race `proxy.timeout`: a hung origin gets a 504, never a
-    // request held open.
-    let answer = wasm_bindgen_futures::JsFuture::from(promise);
-    let timer = Timer::after(plan.timeout_ms);
-    futures::pin_mut!(answer);
-    let answer = match select(answer, timer).await {
-        Either::Left((answer, _)) => answer,
-        Either::Right(((), _)) => {
-            if let Some(c) = controller {
-                c.abort();
-            }
-            let origin_ms = SystemClock.now_ms().saturating_sub(started);
-            let detail = format!("the origin sent no response headers within {} ms", plan.timeout_ms);
-            let mut problem = Problem::new(ProblemKind::OriginTimeout, detail).to_response();
-            plan.decorate(&mut problem, origin_ms);
-            return Ok((to_response(problem)?, unpaid(aftercare)));
+    // The request, its headers and the race of the origin's response headers against
+    // `proxy.timeout` in one call (`host.js`): a hung origin gets a 504, never a request held
+    // open.
+    let body = if matches!(plan.method.as_str(), "GET" | "HEAD") { None } else { plan.body.as_deref() };
+    let sent = host::forward(req, &plan.url, &plan.method, &header_lines(&plan.request_headers), body, plan.timeout_ms);
+    let answer = match sent {
+        Ok(promise) => wasm_bindgen_futures::JsFuture::from(promise).await,
+        Err(_) => {
+            let resp = problem_response(ProblemKind::OriginUnreachable, "the origin URL could not be built".into(), 0);
+            return Ok((resp?, unpaid(aftercare)));
         }
     };
     let origin_ms = SystemClock.now_ms().saturating_sub(started);
-    let resp: web_sys::Response = match answer.and_then(|v| v.dyn_into()) {
-        Ok(r) => r,
+    let resp: web_sys::Response = match answer {
+        Ok(r) if r.is_undefined() => {
+            let detail = format!("the origin sent no response headers within {} ms", plan.timeout_ms);
+            return Ok((problem_response(ProblemKind::OriginTimeout, detail, origin_ms)?, unpaid(aftercare)));
+        }
+        Ok(r) => r.unchecked_into(),
         Err(e) => {
             let detail = e.as_string().unwrap_or_else(|| "the origin could not be reached".to_owned());
-            let mut problem = Problem::new(ProblemKind::OriginUnreachable, detail).to_response();
-            plan.decorate(&mut problem, origin_ms);
-            return Ok((to_response(problem)?, unpaid(aftercare)));
+            return Ok((problem_response(ProblemKind::OriginUnreachable, detail, origin_ms)?, unpaid(aftercare)));
         }
     };
 
-    let status = resp.status();
-    // The origin's own headers, so CORS and Vary are merged with them, never replaced.
-    let mut added = EdgeResponse { status, headers: header_list(&resp.headers()), body: Vec::new() };
+    // The origin's status and headers in one crossing, so CORS and Vary are merged with them,
+    // never replaced.
+    let head = host::response_head(&resp);
+    let (status_line, origin_lines) = head.split_once('\n').unwrap_or((head.as_str(), ""));
+    let status = status_line.parse().unwrap_or(502);
+    let mut added = EdgeResponse { status, headers: parse_header_lines(origin_lines), body: Vec::new() };
+    let meter_headers = aftercare.as_ref().and_then(|a| a.source.as_ref()).map(|_| added.headers.clone());
     plan.decorate(&mut added, origin_ms);
     // A write to a cached resource invalidates it before its answer goes out, so the caller's
     // next read sees the new value.
     if let Some(task) = plan.after_response(status) {
         task.await;
     }
-    let resp_init = web_sys::ResponseInit::new();
-    resp_init.set_status(status);
-    resp_init.set_status_text(&resp.status_text());
-    resp_init.set_headers(&resp.headers().into());
     let (body, after) = match (aftercare, resp.body()) {
-        (None, body) => (body, None),
+        (None, _) => (None, None),
         (Some(a), None) => (None, Some(a.finish(None))),
         (Some(a), Some(body)) => {
-            let meter = a.source.as_ref().map(|s| UsageMeter::new(s, &header_list(&resp.headers())));
+            let meter = a.source.as_ref().map(|s| UsageMeter::new(s, meter_headers.as_deref().unwrap_or_default()));
             let pass = web_sys::TransformStream::new()?;
             let writer = pass.writable().get_writer()?;
             (Some(pass.readable()), Some(Box::pin(metered_pump(body, writer, meter, a)) as Background))
         }
     };
-    let out = web_sys::Response::new_with_opt_readable_stream_and_init(body.as_ref(), &resp_init)?;
-    let out_headers = out.headers();
+    // Only the headers Tollgate sets or merges change; the runtime copies the rest.
+    let mut changes = String::new();
     for name in plan.decorated_names() {
-        let mut values = added.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(&name)).map(|(_, v)| v);
-        let Some(first) = values.next() else { continue };
-        out_headers.set(&name, first)?;
-        for value in values {
-            out_headers.append(&name, value)?;
+        for (_, value) in added.headers.iter().filter(|(n, _)| n.eq_ignore_ascii_case(&name)) {
+            host::push_header_line(&mut changes, &name, value);
         }
     }
-    Ok((out, after))
+    Ok((host::pass_on(&resp, &changes, body)?, after))
 }
 
 /// Copies the origin's body to the caller chunk by chunk, feeding the usage meter; at the end of

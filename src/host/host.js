@@ -1,0 +1,173 @@
+// The Workers runtime as Tollgate's wasm uses it. Each function does in one call what would
+// otherwise cross the JS↔wasm boundary once per header, property or promise: header sets travel
+// as one string of "name:value" lines, answers of subrequests as one array, and timeouts are
+// raced here so a call costs no timer object of the wasm's own.
+//
+// Header lines: a header value never holds a line break (the Fetch standard forbids it), and a
+// header name never holds ":", so "name:value" lines joined by "\n" are unambiguous.
+
+/**
+ * Calls `each(name, value)` for every "name:value" line (a line without ":" is skipped).
+ */
+function eachLine(lines, each) {
+  if (lines === "") return;
+  let start = 0;
+  while (start <= lines.length) {
+    let end = lines.indexOf("\n", start);
+    if (end < 0) end = lines.length;
+    const colon = lines.indexOf(":", start);
+    if (colon > start && colon < end) each(lines.slice(start, colon), lines.slice(colon + 1, end));
+    start = end + 1;
+  }
+}
+
+/**
+ * "name:value" lines as a header init object. An object is the cheapest init the runtime reads
+ * (an array of pairs costs it three times as much); repeated names are joined with ", " as the
+ * Fetch standard combines them, except `set-cookie`, whose values are returned apart to append.
+ */
+function headerInit(lines) {
+  const init = {};
+  let cookies = null;
+  eachLine(lines, (name, value) => {
+    if (name === "set-cookie") (cookies ??= []).push(value);
+    else if (Object.hasOwn(init, name)) init[name] += `, ${value}`;
+    else init[name] = value;
+  });
+  return [init, cookies];
+}
+
+/** A new `Headers` from "name:value" lines. */
+function headersOf(lines) {
+  const [init, cookies] = headerInit(lines);
+  const headers = new Headers(init);
+  if (cookies !== null) for (const c of cookies) headers.append("set-cookie", c);
+  return headers;
+}
+
+/** A `Headers` object as "name:value" lines (names lower-case, as the runtime iterates them). */
+function lines(headers) {
+  let out = "";
+  for (const [name, value] of headers) out += out === "" ? `${name}:${value}` : `\n${name}:${value}`;
+  return out;
+}
+
+/** What the gate reads of a request: "METHOD\nURL" then its header lines. */
+export function requestHead(request) {
+  const headers = lines(request.headers);
+  return headers === "" ? `${request.method}\n${request.url}` : `${request.method}\n${request.url}\n${headers}`;
+}
+
+/** A response of `status` with the header `lines` and a copy of `body` (none when empty). */
+export function response(status, headerLines, body) {
+  const [headers, cookies] = headerInit(headerLines);
+  const r = new Response(body.length === 0 ? null : body.slice(), { status, headers });
+  if (cookies !== null) for (const c of cookies) r.headers.append("set-cookie", c);
+  return r;
+}
+
+/**
+ * `promise`'s value, or `undefined` when it has not settled within `ms` milliseconds. The
+ * promise itself goes on; racing it again waits for the same answer.
+ */
+export function within(promise, ms) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(resolve, ms);
+    promise.then(
+      (value) => {
+        clearTimeout(timer);
+        resolve(value);
+      },
+      (error) => {
+        clearTimeout(timer);
+        reject(error);
+      },
+    );
+  });
+}
+
+/** Resolves after `ms` milliseconds; `cancel` stops it. */
+export function sleep(ms) {
+  let timer;
+  const promise = new Promise((resolve) => {
+    timer = setTimeout(resolve, ms);
+  });
+  promise.timer = timer;
+  return promise;
+}
+
+/** Stops the timer of a promise from `sleep` (it never resolves then). */
+export function cancel(promise) {
+  clearTimeout(promise.timer);
+}
+
+/**
+ * POSTs `body` to a REST server: resolves to `[status, sync token or null, ArrayBuffer]`.
+ * `syncToken` is sent when not empty.
+ */
+export function restPost(url, authorization, body, syncToken) {
+  const headers = { authorization, "content-type": "application/json", "upstash-encoding": "base64" };
+  if (syncToken !== "") headers["upstash-sync-token"] = syncToken;
+  return fetch(url, { method: "POST", headers, body }).then((r) =>
+    r.arrayBuffer().then((bytes) => [r.status, r.headers.get("upstash-sync-token"), bytes]),
+  );
+}
+
+/**
+ * A subrequest whose answer is read whole (cache fills): resolves to `[status, header lines,
+ * ArrayBuffer]`, or to `undefined` when the answer is not complete within `ms` (the request is
+ * aborted then).
+ */
+export function fetchWhole(url, method, headerLines, body, ms) {
+  const controller = new AbortController();
+  const init = { method, headers: headersOf(headerLines), redirect: "manual", signal: controller.signal };
+  if (body.length > 0 && method !== "GET" && method !== "HEAD") init.body = body.slice();
+  const answer = fetch(url, init).then((r) => r.arrayBuffer().then((bytes) => [r.status, lines(r.headers), bytes]));
+  return within(answer, ms).then((done) => {
+    if (done === undefined) controller.abort();
+    return done;
+  });
+}
+
+/**
+ * Sends `request` on to `url` with the header `lines` (the body: `body` when given, else the
+ * request's own stream; none for GET and HEAD). Resolves to the origin's `Response` once its
+ * headers arrived, or to `undefined` when they did not within `ms` (the request is aborted
+ * then). The body is not part of the timeout: a long stream is not cut.
+ */
+export function forward(request, url, method, headerLines, body, ms) {
+  const controller = new AbortController();
+  const init = { method, headers: headersOf(headerLines), redirect: "manual", signal: controller.signal };
+  if (method !== "GET" && method !== "HEAD") {
+    if (body != null) init.body = body.slice();
+    else if (request.body !== null) init.body = request.body;
+  }
+  return within(fetch(url, init), ms).then((r) => {
+    if (r === undefined) controller.abort();
+    return r;
+  });
+}
+
+/** "STATUS\n" then the header lines of a response. */
+export function responseHead(r) {
+  const headers = lines(r.headers);
+  return headers === "" ? `${r.status}` : `${r.status}\n${headers}`;
+}
+
+/**
+ * `r` passed on with `body` (a stream, or `null` for the origin's own) and its headers changed
+ * by the header `lines`: the first line of a name replaces the origin's values, later ones are
+ * appended.
+ */
+export function passOn(r, headerLines, body) {
+  const headers = new Headers(r.headers);
+  const seen = new Set();
+  eachLine(headerLines, (name, value) => {
+    if (seen.has(name)) headers.append(name, value);
+    else {
+      seen.add(name);
+      headers.set(name, value);
+    }
+  });
+  return new Response(body == null ? r.body : body, { status: r.status, statusText: r.statusText, headers });
+}
