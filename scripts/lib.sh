@@ -95,7 +95,6 @@ tool_version() {
 
 # ensure_cargo_tool CRATE VERSION [CARGO-INSTALL-ARGS...]: `cargo install CRATE --version VERSION`
 # unless its binary (the crate name without a trailing `-cli`) already reports VERSION.
-#   ensure_cargo_tool worker-build 0.8.7 --locked
 #   ensure_cargo_tool wasm-bindgen-cli 0.2.130     (no --locked: a locked dependency is missing)
 ensure_cargo_tool() {
   local crate=$1 version=$2

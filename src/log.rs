@@ -22,7 +22,7 @@ pub fn error(event: &str, fields: &[(&str, Value)]) {
 
 #[cfg(target_arch = "wasm32")]
 fn emit(text: &str) {
-    worker::console_error!("{text}");
+    crate::host::log_error(text);
 }
 
 #[cfg(not(target_arch = "wasm32"))]

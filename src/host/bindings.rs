@@ -52,6 +52,14 @@ extern "C" {
     #[wasm_bindgen(js_name = responseHead)]
     pub fn response_head(response: &web_sys::Response) -> String;
 
+    /// `ctx.waitUntil(promise)`.
+    #[wasm_bindgen(js_name = waitUntil)]
+    pub fn wait_until(ctx: &JsValue, promise: &js_sys::Promise);
+
+    /// One error line for the logs.
+    #[wasm_bindgen(js_name = errorLine)]
+    pub fn log_error(text: &str);
+
     /// `response` passed on with its headers changed by the lines (the first line of a name
     /// replaces, later ones append) and `body` (`None`: its own).
     #[wasm_bindgen(catch, js_name = passOn)]

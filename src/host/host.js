@@ -171,3 +171,13 @@ export function passOn(r, headerLines, body) {
   });
   return new Response(body == null ? r.body : body, { status: r.status, statusText: r.statusText, headers });
 }
+
+/** `ctx.waitUntil(promise)`: the runtime keeps the invocation alive until it settles. */
+export function waitUntil(ctx, promise) {
+  ctx.waitUntil(promise);
+}
+
+/** One error line for the logs (`wrangler tail`, Logpush). */
+export function errorLine(text) {
+  console.error(text);
+}

@@ -1,19 +1,19 @@
-//! The wasm32 glue: `#[event]` handlers that turn `worker` types into the gate's plain values and
-//! back, the origin over `fetch`, timers, the streaming proxy and the event stream. Nothing here
-//! decides anything.
+//! The wasm32 glue: the exports `src/host/entry.js` calls for each event, turning runtime objects
+//! into the gate's plain values and back; the origin over `fetch`, timers, the streaming proxy
+//! and the event stream. Nothing here decides anything.
 
 use std::cell::RefCell;
 use std::rc::Rc;
 
+use wasm_bindgen::prelude::wasm_bindgen;
 use wasm_bindgen::{JsCast, JsValue};
-use worker::{event, Context, Env, ScheduleContext, ScheduledEvent};
 
 use crate::clock::{SystemClock, SystemRandom};
 use crate::edge::body::{check_declared, BodyRefusal, CappedBody};
 use crate::edge::config::Config;
 use crate::edge::http::{split_url, EdgeRequest, EdgeResponse};
 use crate::edge::problem::{Problem, ProblemKind};
-use crate::edge::{Edge, Outcome, Platform, Services};
+use crate::edge::{Background, Edge, Outcome, Platform, Services};
 use crate::host::{self, header_lines, RequestHead};
 use crate::identity::web::{FetchKeySource, WebCryptoVerifier};
 use crate::redis::{BudgetConfig, FetchTransport};
@@ -58,8 +58,8 @@ thread_local! {
 }
 
 /// A variable's text; a JSON object (a TOML table under `[vars]`) arrives as its JSON text.
-fn env_text(env: &Env, name: &str) -> Option<String> {
-    let value = js_sys::Reflect::get(env.as_ref(), &JsValue::from_str(name)).ok()?;
+fn env_text(env: &JsValue, name: &str) -> Option<String> {
+    let value = js_sys::Reflect::get(env, &JsValue::from_str(name)).ok()?;
     if value.is_undefined() || value.is_null() {
         return None;
     }
@@ -70,21 +70,19 @@ fn env_text(env: &Env, name: &str) -> Option<String> {
 }
 
 /// The isolate's gate for this environment, or the configuration error to answer with.
-fn gate_for(env: &Env) -> Result<Rc<WorkerGate>, String> {
-    let env_value: &JsValue = env.as_ref();
-    let same = LAST_ENV.with(|last| {
-        last.borrow().as_ref().filter(|(seen, _)| js_sys::Object::is(seen, env_value)).map(|(_, g)| g.clone())
-    });
+fn gate_for(env: &JsValue) -> Result<Rc<WorkerGate>, String> {
+    let same = LAST_ENV
+        .with(|last| last.borrow().as_ref().filter(|(seen, _)| js_sys::Object::is(seen, env)).map(|(_, g)| g.clone()));
     if let Some(gate) = same {
         return Ok(gate);
     }
     let gate = gate_for_values(env)?;
-    LAST_ENV.with(|last| *last.borrow_mut() = Some((env_value.clone(), gate.clone())));
+    LAST_ENV.with(|last| *last.borrow_mut() = Some((env.clone(), gate.clone())));
     Ok(gate)
 }
 
 /// The gate for the environment's variable values, built when they differ from the last ones.
-fn gate_for_values(env: &Env) -> Result<Rc<WorkerGate>, String> {
+fn gate_for_values(env: &JsValue) -> Result<Rc<WorkerGate>, String> {
     let values: Vec<Option<String>> = VARS.iter().map(|n| env_text(env, n)).collect();
     let fingerprint = format!("{values:?}");
     if let Some(g) = GATE.with(|g| g.borrow().as_ref().filter(|(f, _)| *f == fingerprint).map(|(_, g)| g.clone())) {
@@ -110,14 +108,37 @@ fn gate_for_values(env: &Env) -> Result<Rc<WorkerGate>, String> {
     Ok(gate)
 }
 
-#[event(start)]
+#[wasm_bindgen(start)]
 fn start() {
     console_error_panic_hook::set_once();
 }
 
-#[event(fetch)]
-async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<web_sys::Response> {
-    let gate = match gate_for(&env) {
+/// The `fetch` event: a promise of the `Response` to `req`. `ctx` is the runtime's execution
+/// context (its `waitUntil` keeps background work alive after the answer).
+#[wasm_bindgen]
+pub fn fetch(req: web_sys::Request, env: JsValue, ctx: JsValue) -> js_sys::Promise {
+    wasm_bindgen_futures::future_to_promise(async move { answer(req, &env, &ctx).await.map(JsValue::from) })
+}
+
+/// The `scheduled` event (the cron trigger): warms every configured hot key in the background.
+#[wasm_bindgen]
+pub fn scheduled(_controller: JsValue, env: JsValue, ctx: JsValue) {
+    if let Ok(gate) = gate_for(&env) {
+        wait_until(&ctx, Box::pin(async move { gate.warm_all().await }));
+    }
+}
+
+/// Keeps `task` running after the answer (`ctx.waitUntil`).
+fn wait_until(ctx: &JsValue, task: Background) {
+    let promise = wasm_bindgen_futures::future_to_promise(async move {
+        task.await;
+        Ok(JsValue::UNDEFINED)
+    });
+    host::wait_until(ctx, &promise);
+}
+
+async fn answer(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<web_sys::Response, JsValue> {
+    let gate = match gate_for(env) {
         Ok(g) => g,
         Err(message) => return to_response(Problem::new(ProblemKind::InvalidConfig, message).to_response()),
     };
@@ -142,25 +163,18 @@ async fn fetch(req: web_sys::Request, env: Env, ctx: Context) -> worker::Result<
 
     let handled = gate.handle(edge_req).await;
     for task in handled.background {
-        ctx.wait_until(task);
+        wait_until(ctx, task);
     }
     match handled.outcome {
         Outcome::Respond(resp) => to_response(resp),
         Outcome::Proxy(plan) => {
             let (resp, after) = stream_proxy(&req, *plan).await?;
             if let Some(task) = after {
-                ctx.wait_until(task);
+                wait_until(ctx, task);
             }
             Ok(resp)
         }
         Outcome::Events(plan) => stream_events(plan).await,
-    }
-}
-
-#[event(scheduled)]
-async fn scheduled(_event: ScheduledEvent, env: Env, ctx: ScheduleContext) {
-    if let Ok(gate) = gate_for(&env) {
-        ctx.wait_until(async move { gate.warm_all().await });
     }
 }
 
@@ -192,24 +206,23 @@ async fn read_capped(req: &web_sys::Request, content_length: Option<&str>, cap: 
 }
 
 /// Converts a plain response into a runtime one, in one call: its headers travel as one string.
-fn to_response(resp: EdgeResponse) -> worker::Result<web_sys::Response> {
+fn to_response(resp: EdgeResponse) -> Result<web_sys::Response, JsValue> {
     let body: &[u8] = if matches!(resp.status, 101 | 204 | 205 | 304) { &[] } else { &resp.body };
-    Ok(host::response(resp.status, &header_lines(&resp.headers), body)?)
+    host::response(resp.status, &header_lines(&resp.headers), body)
 }
 
 #[cfg(test)]
 mod tests {
-    use wasm_bindgen::JsCast;
     use wasm_bindgen_test::wasm_bindgen_test;
 
     use super::*;
 
-    fn env(pairs: &[(&str, JsValue)]) -> Env {
+    fn env(pairs: &[(&str, JsValue)]) -> JsValue {
         let obj = js_sys::Object::new();
         for (k, v) in pairs {
             let _ = js_sys::Reflect::set(&obj, &JsValue::from_str(k), v);
         }
-        obj.unchecked_into()
+        obj.into()
     }
 
     #[wasm_bindgen_test]

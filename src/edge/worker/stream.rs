@@ -28,7 +28,7 @@ use crate::limiter::UsageMeter;
 pub(super) async fn stream_proxy(
     req: &web_sys::Request,
     mut plan: ProxyPlan,
-) -> worker::Result<(web_sys::Response, Option<Background>)> {
+) -> Result<(web_sys::Response, Option<Background>), JsValue> {
     let aftercare = plan.aftercare.take();
     let unpaid = |aftercare: Option<Aftercare>| aftercare.map(|a| a.finish(None));
     let started = SystemClock.now_ms();
@@ -152,7 +152,7 @@ async fn metered_pump(
 /// Opens the subscription of `plan` on Redis and streams its events to the client through the
 /// plan's re-framer. When the client goes away the runtime cancels the answer's body, and the
 /// pipe cancels the subscription's body in turn, which closes the connection to Redis.
-pub(super) async fn stream_events(plan: EventsPlan) -> worker::Result<web_sys::Response> {
+pub(super) async fn stream_events(plan: EventsPlan) -> Result<web_sys::Response, JsValue> {
     let unavailable = |detail: String| to_response(Problem::new(ProblemKind::RedisUnavailable, detail).to_response());
     let init = web_sys::RequestInit::new();
     init.set_method("GET");
@@ -208,5 +208,5 @@ pub(super) async fn stream_events(plan: EventsPlan) -> worker::Result<web_sys::R
     let resp_init = web_sys::ResponseInit::new();
     resp_init.set_status(plan.head.status);
     resp_init.set_headers(&resp_headers);
-    Ok(web_sys::Response::new_with_opt_readable_stream_and_init(Some(&events), &resp_init)?)
+    web_sys::Response::new_with_opt_readable_stream_and_init(Some(&events), &resp_init)
 }
