@@ -139,7 +139,7 @@ impl Random for FakeRandom {
 /// early.
 #[cfg(target_arch = "wasm32")]
 pub struct Timer {
-    wait: wasm_bindgen_futures::JsFuture,
+    wait: crate::host::Settled,
     promise: js_sys::Promise,
     done: bool,
 }
@@ -149,7 +149,7 @@ impl Timer {
     /// A timer of `ms` milliseconds.
     pub fn after(ms: u32) -> Self {
         let promise = crate::host::sleep(ms);
-        Self { wait: wasm_bindgen_futures::JsFuture::from(promise.clone()), promise, done: false }
+        Self { wait: crate::host::Settled::of(&promise), promise, done: false }
     }
 }
 

@@ -13,8 +13,19 @@ extern "C" {
     #[wasm_bindgen(catch)]
     pub fn response(status: u16, header_lines: &str, body: &[u8]) -> Result<web_sys::Response, JsValue>;
 
-    /// `promise`'s value, or `undefined` when it has not settled within `ms` (it goes on).
-    pub fn within(promise: &js_sys::Promise, ms: u32) -> js_sys::Promise;
+    /// Installs the executor's callbacks (`settle(id, ok, value)`, `run()`).
+    pub fn install(settle: &js_sys::Function, run: &js_sys::Function);
+
+    /// Runs the executor's woken tasks in a microtask.
+    pub fn schedule();
+
+    /// Settles slot `id` with `promise`'s outcome.
+    #[wasm_bindgen(js_name = settleOn)]
+    pub fn settle_on(promise: &js_sys::Promise, id: u32);
+
+    /// Settles slot `id` with `promise`'s outcome, or with `undefined` after `ms`.
+    #[wasm_bindgen(js_name = settleWithin)]
+    pub fn settle_within(promise: &js_sys::Promise, ms: u32, id: u32);
 
     /// Resolves after `ms` milliseconds.
     pub fn sleep(ms: u32) -> js_sys::Promise;
@@ -52,9 +63,9 @@ extern "C" {
     #[wasm_bindgen(js_name = responseHead)]
     pub fn response_head(response: &web_sys::Response) -> String;
 
-    /// `ctx.waitUntil(promise)`.
-    #[wasm_bindgen(js_name = waitUntil)]
-    pub fn wait_until(ctx: &JsValue, promise: &js_sys::Promise);
+    /// Keeps the invocation of `ctx` alive until the returned function is called.
+    #[wasm_bindgen(js_name = keepAlive)]
+    pub fn keep_alive(ctx: &JsValue) -> js_sys::Function;
 
     /// One error line for the logs.
     #[wasm_bindgen(js_name = errorLine)]

@@ -23,19 +23,19 @@ function ready() {
 }
 
 addEventListener("error", (event) => noteTrap(event.error));
+addEventListener("unhandledrejection", (event) => noteTrap(event.reason));
 
 export default {
   fetch(request, env, ctx) {
     ready();
-    try {
-      return tollgate.fetch(request, env, ctx).catch((error) => {
+    return new Promise((resolve, reject) => {
+      try {
+        tollgate.fetch(request, env, ctx, resolve, reject);
+      } catch (error) {
         noteTrap(error);
-        throw error;
-      });
-    } catch (error) {
-      noteTrap(error);
-      throw error;
-    }
+        reject(error);
+      }
+    });
   },
 
   scheduled(controller, env, ctx) {

@@ -86,6 +86,48 @@ export function within(promise, ms) {
   });
 }
 
+// The wasm's executor (src/host/task.rs): `settle(id, ok, value)` delivers a promise's outcome to
+// the future waiting in slot `id`, `run()` polls the tasks woken outside it. Installed once.
+let settle = null;
+let run = null;
+
+/** Installs the executor's two callbacks. */
+export function install(settleFn, runFn) {
+  settle = settleFn;
+  run = runFn;
+}
+
+/** Runs the woken tasks in a microtask. */
+export function schedule() {
+  queueMicrotask(run);
+}
+
+/** Settles slot `id` with `promise`'s outcome. */
+export function settleOn(promise, id) {
+  promise.then(
+    (value) => settle(id, true, value),
+    (error) => settle(id, false, error),
+  );
+}
+
+/**
+ * Settles slot `id` with `promise`'s outcome, or with `undefined` once `ms` milliseconds passed
+ * (the promise goes on; a later outcome is ignored by the slot).
+ */
+export function settleWithin(promise, ms, id) {
+  const timer = setTimeout(() => settle(id, true, undefined), ms);
+  promise.then(
+    (value) => {
+      clearTimeout(timer);
+      settle(id, true, value);
+    },
+    (error) => {
+      clearTimeout(timer);
+      settle(id, false, error);
+    },
+  );
+}
+
 /** Resolves after `ms` milliseconds; `cancel` stops it. */
 export function sleep(ms) {
   let timer;
@@ -172,9 +214,17 @@ export function passOn(r, headerLines, body) {
   return new Response(body == null ? r.body : body, { status: r.status, statusText: r.statusText, headers });
 }
 
-/** `ctx.waitUntil(promise)`: the runtime keeps the invocation alive until it settles. */
-export function waitUntil(ctx, promise) {
-  ctx.waitUntil(promise);
+/**
+ * Keeps the invocation of `ctx` alive (`ctx.waitUntil`) until the returned function is called.
+ */
+export function keepAlive(ctx) {
+  let done;
+  ctx.waitUntil(
+    new Promise((resolve) => {
+      done = resolve;
+    }),
+  );
+  return done;
 }
 
 /** One error line for the logs (`wrangler tail`, Logpush). */

@@ -11,6 +11,10 @@ pub use lines::{header_lines, parse_header_lines, push_header_line, RequestHead}
 
 #[cfg(target_arch = "wasm32")]
 mod bindings;
+#[cfg(target_arch = "wasm32")]
+mod task;
 
 #[cfg(target_arch = "wasm32")]
 pub use bindings::*;
+#[cfg(target_arch = "wasm32")]
+pub use task::{spawn, Settled};

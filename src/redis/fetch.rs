@@ -9,7 +9,6 @@
 //! more.
 
 use wasm_bindgen::{JsCast, JsValue};
-use wasm_bindgen_futures::JsFuture;
 
 use super::budget::BudgetConfig;
 use super::transport::{now_ms, Budget};
@@ -87,7 +86,7 @@ impl FetchTransport {
                 return Err(RedisError::Timeout(budget));
             };
             let armed = now_ms();
-            let settled = JsFuture::from(crate::host::within(&answer, wait)).await;
+            let settled = crate::host::Settled::within(&answer, wait).await;
             match settled {
                 Ok(value) if value.is_undefined() => {
                     let late = now_ms().saturating_sub(armed.saturating_add(u64::from(wait)));

@@ -113,11 +113,17 @@ fn start() {
     console_error_panic_hook::set_once();
 }
 
-/// The `fetch` event: a promise of the `Response` to `req`. `ctx` is the runtime's execution
-/// context (its `waitUntil` keeps background work alive after the answer).
+/// The `fetch` event: the `Response` to `req` goes to `resolve` (or an error to `reject`). `ctx`
+/// is the runtime's execution context (its `waitUntil` keeps background work alive after the
+/// answer).
 #[wasm_bindgen]
-pub fn fetch(req: web_sys::Request, env: JsValue, ctx: JsValue) -> js_sys::Promise {
-    wasm_bindgen_futures::future_to_promise(async move { answer(req, &env, &ctx).await.map(JsValue::from) })
+pub fn fetch(req: web_sys::Request, env: JsValue, ctx: JsValue, resolve: js_sys::Function, reject: js_sys::Function) {
+    host::spawn(async move {
+        let _ = match answer(req, &env, &ctx).await {
+            Ok(resp) => resolve.call1(&JsValue::UNDEFINED, &resp),
+            Err(e) => reject.call1(&JsValue::UNDEFINED, &e),
+        };
+    });
 }
 
 /// The `scheduled` event (the cron trigger): warms every configured hot key in the background.
@@ -130,11 +136,11 @@ pub fn scheduled(_controller: JsValue, env: JsValue, ctx: JsValue) {
 
 /// Keeps `task` running after the answer (`ctx.waitUntil`).
 fn wait_until(ctx: &JsValue, task: Background) {
-    let promise = wasm_bindgen_futures::future_to_promise(async move {
+    let done = host::keep_alive(ctx);
+    host::spawn(async move {
         task.await;
-        Ok(JsValue::UNDEFINED)
+        let _ = done.call0(&JsValue::UNDEFINED);
     });
-    host::wait_until(ctx, &promise);
 }
 
 async fn answer(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<web_sys::Response, JsValue> {

@@ -32,7 +32,7 @@ impl Origin for FetchOrigin {
         // Request, answer and timeout in one promise (`host.js`); a timed-out request is aborted.
         let promise = host::fetch_whole(&url, &req.method, &header_lines(&req.headers), &req.body, self.timeout_ms)
             .map_err(|_| OriginError::Unreachable(format!("invalid origin URL {url}")))?;
-        let answer = wasm_bindgen_futures::JsFuture::from(promise)
+        let answer = host::Settled::of(&promise)
             .await
             .map_err(|e| OriginError::Unreachable(e.as_string().unwrap_or_else(|| "fetch failed".into())))?;
         if answer.is_undefined() {

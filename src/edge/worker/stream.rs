@@ -43,7 +43,7 @@ pub(super) async fn stream_proxy(
     let body = if matches!(plan.method.as_str(), "GET" | "HEAD") { None } else { plan.body.as_deref() };
     let sent = host::forward(req, &plan.url, &plan.method, &header_lines(&plan.request_headers), body, plan.timeout_ms);
     let answer = match sent {
-        Ok(promise) => wasm_bindgen_futures::JsFuture::from(promise).await,
+        Ok(promise) => host::Settled::of(&promise).await,
         Err(_) => {
             let resp = problem_response(ProblemKind::OriginUnreachable, "the origin URL could not be built".into(), 0);
             return Ok((resp?, unpaid(aftercare)));
