@@ -373,15 +373,22 @@ fn proxy_plan<P: Platform>(
         shell.set_header("x-cache", "BYPASS");
     }
     let path_and_query = if req.query.is_empty() { path.clone() } else { format!("{path}?{}", req.query) };
-    let mut request_headers = proxy::upstream_request_headers(&req.headers, Some(&forwarded(caller)));
-    sign(services, &req.method, &path_and_query, &mut request_headers);
+    let mut changes = proxy::upstream_changes(&req.headers, Some(&forwarded(caller)));
+    if services.config.origin_secret.is_some() {
+        // The signature covers every header the origin receives.
+        let mut sent = changes.apply(&req.headers);
+        sign(services, &req.method, &path_and_query, &mut sent);
+        if let Some(signed) = sent.into_iter().find(|(n, _)| n.eq_ignore_ascii_case(signature::HEADER)) {
+            changes.added.push(signed);
+        }
+    }
     let after_write =
         cache::key_for_write(&services.config.policy, &req.method, &req.path, &caller.identity.subject_hash)
             .map(|write| invalidate_later(services, write));
     ProxyPlan {
         url: proxy::upstream_url(origin, &path, &req.query),
         method: req.method.clone(),
-        request_headers,
+        forwarded: changes,
         body: (!req.body.is_empty()).then(|| req.body.clone()),
         response_headers: shell.headers,
         cors: (services.config.policy.cors.clone(), req.header("origin").map(str::to_owned)),

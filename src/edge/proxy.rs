@@ -43,28 +43,63 @@ fn is_hop_by_hop(name: &str, listed: &[String]) -> bool {
     HOP_BY_HOP.contains(&lower.as_str()) || listed.contains(&lower)
 }
 
-/// Request headers for the origin: hop-by-hop, `host`, `content-length`, client-sent
-/// `x-tollgate-*` and Tollgate API keys removed; the caller's identity added.
-pub fn upstream_request_headers(headers: &[(String, String)], caller: Option<&Forwarded<'_>>) -> Vec<(String, String)> {
-    let listed = connection_listed(headers);
-    let mut out: Vec<(String, String)> = headers
-        .iter()
-        .filter(|(n, v)| {
-            let lower = n.to_ascii_lowercase();
-            !(is_hop_by_hop(&lower, &listed)
-                || lower == "host"
-                || lower == "content-length"
-                || lower.starts_with(TRUSTED_PREFIX)
-                || crate::identity::is_tollgate_credential(&lower, v))
-        })
-        .cloned()
-        .collect();
-    if let Some(c) = caller {
-        out.push(("x-tollgate-subject".into(), c.subject_hash.to_owned()));
-        out.push(("x-tollgate-tier".into(), c.tier.to_owned()));
-        out.push(("x-tollgate-caller".into(), c.caller.to_owned()));
+/// How a request's headers change on their way to the origin: names removed, headers added
+/// (set, replacing any of the same name). The Worker applies it to a native copy of the request's
+/// headers; [`HeaderChanges::apply`] gives the list the origin receives.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct HeaderChanges {
+    /// Lower-case names of the request's headers that are not forwarded.
+    pub removed: Vec<String>,
+    /// Headers added for the origin.
+    pub added: Vec<(String, String)>,
+}
+
+impl HeaderChanges {
+    /// The headers the origin receives for a request with `headers`.
+    pub fn apply(&self, headers: &[(String, String)]) -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = headers
+            .iter()
+            .filter(|(n, _)| {
+                !self.removed.iter().any(|r| r.eq_ignore_ascii_case(n))
+                    && !self.added.iter().any(|(a, _)| a.eq_ignore_ascii_case(n))
+            })
+            .cloned()
+            .collect();
+        out.extend(self.added.iter().cloned());
+        out
     }
-    out
+}
+
+/// What changes for the origin: hop-by-hop, `host`, `content-length`, client-sent
+/// `x-tollgate-*` and Tollgate API keys removed; the caller's identity added.
+pub fn upstream_changes(headers: &[(String, String)], caller: Option<&Forwarded<'_>>) -> HeaderChanges {
+    let listed = connection_listed(headers);
+    let mut removed: Vec<String> = Vec::new();
+    for (name, value) in headers {
+        let lower = name.to_ascii_lowercase();
+        let drop = is_hop_by_hop(&lower, &listed)
+            || lower == "host"
+            || lower == "content-length"
+            || lower.starts_with(TRUSTED_PREFIX)
+            || crate::identity::is_tollgate_credential(&lower, value);
+        if drop && !removed.contains(&lower) {
+            removed.push(lower);
+        }
+    }
+    let added = match caller {
+        Some(c) => vec![
+            ("x-tollgate-subject".into(), c.subject_hash.to_owned()),
+            ("x-tollgate-tier".into(), c.tier.to_owned()),
+            ("x-tollgate-caller".into(), c.caller.to_owned()),
+        ],
+        None => Vec::new(),
+    };
+    HeaderChanges { removed, added }
+}
+
+/// Request headers for the origin (see [`upstream_changes`]).
+pub fn upstream_request_headers(headers: &[(String, String)], caller: Option<&Forwarded<'_>>) -> Vec<(String, String)> {
+    upstream_changes(headers, caller).apply(headers)
 }
 
 /// Request headers for the origin when filling a shared (global) cache entry. The answer is
@@ -161,6 +196,30 @@ mod tests {
         assert_eq!(
             shared_fill_headers(true),
             h(&[("content-type", "application/json"), ("x-tollgate-caller", "cache")])
+        );
+    }
+
+    #[test]
+    fn changes_name_what_is_removed_and_added_and_apply_to_the_forwarded_list() {
+        let sent = h(&[
+            ("host", "edge.example"),
+            ("connection", "keep-alive, x-secret"),
+            ("x-secret", "1"),
+            ("x-tollgate-tier", "PRO"),
+            ("authorization", "Bearer tg_abc_def"),
+            ("accept", "*/*"),
+        ]);
+        let caller = Forwarded { subject_hash: "abc", tier: "ANON", caller: "anonymous" };
+        let changes = upstream_changes(&sent, Some(&caller));
+        assert_eq!(changes.removed, ["host", "connection", "x-secret", "x-tollgate-tier", "authorization"]);
+        assert_eq!(
+            changes.apply(&sent),
+            h(&[
+                ("accept", "*/*"),
+                ("x-tollgate-subject", "abc"),
+                ("x-tollgate-tier", "ANON"),
+                ("x-tollgate-caller", "anonymous")
+            ])
         );
     }
 

@@ -50,8 +50,9 @@ pub struct ProxyPlan {
     pub url: String,
     /// Method.
     pub method: String,
-    /// Headers for the origin (hop-by-hop removed, caller identity added).
-    pub request_headers: Vec<(String, String)>,
+    /// How the caller's headers change for the origin (hop-by-hop and credentials removed,
+    /// caller identity added).
+    pub forwarded: proxy::HeaderChanges,
     /// The body when the gate read it; `None` streams the original body.
     pub body: Option<Vec<u8>>,
     /// Headers set on the origin's answer (rate limit, mode).

@@ -47,14 +47,16 @@ extern "C" {
         ms: u32,
     ) -> Result<js_sys::Promise, JsValue>;
 
-    /// `request` sent on to `url`: the origin's `Response` once its headers arrived, or
+    /// `request` sent on to `url` with its headers copied, the `removed` names (one per line)
+    /// deleted and the `added` lines set: the origin's `Response` once its headers arrived, or
     /// `undefined` after `ms`. `body` replaces the request's own stream when given.
     #[wasm_bindgen(catch)]
     pub fn forward(
         request: &web_sys::Request,
         url: &str,
         method: &str,
-        header_lines: &str,
+        removed: &str,
+        added: &str,
         body: Option<&[u8]>,
         ms: u32,
     ) -> Result<js_sys::Promise, JsValue>;

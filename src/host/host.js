@@ -172,14 +172,18 @@ export function fetchWhole(url, method, headerLines, body, ms) {
 }
 
 /**
- * Sends `request` on to `url` with the header `lines` (the body: `body` when given, else the
- * request's own stream; none for GET and HEAD). Resolves to the origin's `Response` once its
- * headers arrived, or to `undefined` when they did not within `ms` (the request is aborted
- * then). The body is not part of the timeout: a long stream is not cut.
+ * Sends `request` on to `url`: its headers copied by the runtime, the `removed` names (one per
+ * line) deleted and the header `added` lines set; the body is `body` when given, else the
+ * request's own stream (none for GET and HEAD). Resolves to the origin's `Response` once its
+ * headers arrived, or to `undefined` when they did not within `ms` (the request is aborted then).
+ * The body is not part of the timeout: a long stream is not cut.
  */
-export function forward(request, url, method, headerLines, body, ms) {
+export function forward(request, url, method, removed, added, body, ms) {
+  const headers = new Headers(request.headers);
+  if (removed !== "") for (const name of removed.split("\n")) headers.delete(name);
+  change(headers, added);
   const controller = new AbortController();
-  const init = { method, headers: headersOf(headerLines), redirect: "manual", signal: controller.signal };
+  const init = { method, headers, redirect: "manual", signal: controller.signal };
   if (method !== "GET" && method !== "HEAD") {
     if (body != null) init.body = body.slice();
     else if (request.body !== null) init.body = request.body;
@@ -190,6 +194,18 @@ export function forward(request, url, method, headerLines, body, ms) {
   });
 }
 
+/** Applies header `lines` to `headers`: the first line of a name replaces, later ones append. */
+function change(headers, lines) {
+  let seen = null;
+  eachLine(lines, (name, value) => {
+    if (seen !== null && seen.has(name)) headers.append(name, value);
+    else {
+      (seen ??= new Set()).add(name);
+      headers.set(name, value);
+    }
+  });
+}
+
 /** "STATUS\n" then the header lines of a response. */
 export function responseHead(r) {
   const headers = lines(r.headers);
@@ -197,21 +213,14 @@ export function responseHead(r) {
 }
 
 /**
- * `r` passed on with `body` (a stream, or `null` for the origin's own) and its headers changed
- * by the header `lines`: the first line of a name replaces the origin's values, later ones are
- * appended.
+ * `r` passed on with `body` (a stream, or `null` for the origin's own), its status and headers
+ * copied by the runtime and changed by the header `lines` (the first line of a name replaces the
+ * origin's values, later ones are appended).
  */
 export function passOn(r, headerLines, body) {
-  const headers = new Headers(r.headers);
-  const seen = new Set();
-  eachLine(headerLines, (name, value) => {
-    if (seen.has(name)) headers.append(name, value);
-    else {
-      seen.add(name);
-      headers.set(name, value);
-    }
-  });
-  return new Response(body == null ? r.body : body, { status: r.status, statusText: r.statusText, headers });
+  const out = new Response(body == null ? r.body : body, r);
+  change(out.headers, headerLines);
+  return out;
 }
 
 /**

@@ -57,7 +57,7 @@ function jwt(claims) {
  * One request with the path sent exactly as written (fetch would resolve `./`, `//` and more
  * before sending). `chunks` sends the body chunked, without Content-Length.
  */
-function raw(method, path, { headers = {}, body, chunks } = {}) {
+function rawOnce(method, path, { headers = {}, body, chunks } = {}) {
   const url = new URL(stack.url);
   return new Promise((resolve, reject) => {
     let answered = false;
@@ -83,6 +83,21 @@ function raw(method, path, { headers = {}, body, chunks } = {}) {
       req.end(body);
     }
   });
+}
+
+// A server that answers before reading a large body closes the connection with bytes still
+// unread, and the peer's reset can reach this client before the answer does (the reset discards
+// what was not read yet): that is a race of TCP, not a missing answer, so such a request is sent
+// again, at most three times; the answer that does arrive is checked like any other.
+async function raw(method, path, options = {}) {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await rawOnce(method, path, options);
+    } catch (e) {
+      const sending = options.body !== undefined || options.chunks !== undefined;
+      if (!sending || attempt >= 3 || !["ECONNRESET", "EPIPE"].includes(e.code)) throw e;
+    }
+  }
 }
 
 const get = async (path, init = {}) => {

@@ -79,8 +79,9 @@ impl IdWorld {
 
     /// The headers the origin would get, or the response refusing the request.
     fn forwarded(&self, req: EdgeRequest) -> Result<Vec<(String, String)>, EdgeResponse> {
+        let sent = req.headers.clone();
         match self.send(req).outcome {
-            Outcome::Proxy(plan) => Ok(plan.request_headers),
+            Outcome::Proxy(plan) => Ok(plan.forwarded.apply(&sent)),
             Outcome::Respond(resp) => Err(resp),
             Outcome::Events(plan) => Err(plan.head),
         }

@@ -41,7 +41,9 @@ pub(super) async fn stream_proxy(
     // `proxy.timeout` in one call (`host.js`): a hung origin gets a 504, never a request held
     // open.
     let body = if matches!(plan.method.as_str(), "GET" | "HEAD") { None } else { plan.body.as_deref() };
-    let sent = host::forward(req, &plan.url, &plan.method, &header_lines(&plan.request_headers), body, plan.timeout_ms);
+    let removed = plan.forwarded.removed.join("\n");
+    let added = header_lines(&plan.forwarded.added);
+    let sent = host::forward(req, &plan.url, &plan.method, &removed, &added, body, plan.timeout_ms);
     let answer = match sent {
         Ok(promise) => host::Settled::of(&promise).await,
         Err(_) => {
