@@ -4,8 +4,6 @@
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 
-use serde::Serialize;
-
 use super::decode::{decode_batch, decode_single};
 use super::{Arg, Breaker, BreakerState, Command, HttpReply, RedisError, Reply, ReqwestTransport, Script, Transport};
 use crate::clock::Clock;
@@ -108,14 +106,14 @@ impl<T: Transport> Client<T> {
 
     /// `POST /`: one command, one HTTP request.
     pub async fn command(&self, cmd: Command) -> Result<Reply, RedisError> {
-        let reply = self.send("/", &cmd, 1).await?;
+        let reply = self.send("/", super::fast::command_json(&cmd), 1).await?;
         decode_single(&reply)
     }
 
     /// Like [`Client::command`], for a call whose timeout costs more than its wait (see
     /// [`Transport::post_patient`]).
     pub async fn command_patient(&self, cmd: Command) -> Result<Reply, RedisError> {
-        let reply = self.send_with("/", &cmd, 1, true).await?;
+        let reply = self.send_with("/", super::fast::command_json(&cmd), 1, true).await?;
         decode_single(&reply)
     }
 
@@ -232,29 +230,22 @@ impl<T: Transport> Client<T> {
         if cmds.is_empty() {
             return Ok(Vec::new());
         }
-        let reply = self.send(path, cmds, cmds.len()).await?;
+        let reply = self.send(path, super::fast::commands_json(cmds), cmds.len()).await?;
         decode_batch(&reply, cmds.len())
     }
 
-    /// Serializes `body`, counts the request, sends it with the last sync token and keeps the new one.
-    async fn send(
-        &self,
-        path: &str,
-        body: &(impl Serialize + ?Sized),
-        commands: usize,
-    ) -> Result<HttpReply, RedisError> {
-        self.send_with(path, body, commands, false).await
+    /// Counts the request, sends the JSON `body` with the last sync token and keeps the new one.
+    async fn send(&self, path: &str, json: String, commands: usize) -> Result<HttpReply, RedisError> {
+        self.send_with(path, json, commands, false).await
     }
 
     async fn send_with(
         &self,
         path: &str,
-        body: &(impl Serialize + ?Sized),
+        json: String,
         commands: usize,
         patient: bool,
     ) -> Result<HttpReply, RedisError> {
-        let json =
-            serde_json::to_string(body).map_err(|e| RedisError::Malformed(format!("cannot encode command: {e}")))?;
         let shared = &self.shared;
         if let Some(g) = &shared.guard {
             if !g.breaker.borrow_mut().try_acquire(g.clock.now_ms()) {

@@ -16,6 +16,11 @@ const QUOTE_LIMIT: usize = 200;
 
 /// Decodes the answer to `POST /`: `200 {"result": …}`, `400 {"error": …}`, `401`, or another status.
 pub fn decode_single(reply: &HttpReply) -> Result<Reply, RedisError> {
+    if (200..=299).contains(&reply.status) {
+        if let Some(fast) = super::fast::read_single(&reply.body) {
+            return Ok(fast);
+        }
+    }
     let json = parse_body(reply)?;
     entry(&json)
 }
@@ -24,6 +29,11 @@ pub fn decode_single(reply: &HttpReply) -> Result<Reply, RedisError> {
 /// of `{"result"}` / `{"error"}` entries, one per command, in order. A 400 `{"error"}` (a
 /// transaction discarded with `EXECABORT`, a rejected request) fails the whole batch.
 pub fn decode_batch(reply: &HttpReply, expected: usize) -> Result<Vec<Result<Reply, RedisError>>, RedisError> {
+    if (200..=299).contains(&reply.status) {
+        if let Some(fast) = super::fast::read_batch(&reply.body, expected) {
+            return Ok(fast);
+        }
+    }
     let json = parse_body(reply)?;
     let Value::Array(entries) = json else {
         return match error_text(&json) {

@@ -34,6 +34,7 @@ mod client;
 mod command;
 pub mod decode;
 mod error;
+mod fast;
 #[cfg(target_arch = "wasm32")]
 mod fetch;
 mod reply;
