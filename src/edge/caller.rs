@@ -10,7 +10,7 @@
 use std::num::NonZeroU32;
 
 use crate::identity::api_key::{self, KeyRecord};
-use crate::identity::{self, client_ip, Credential, Identity, RegistryError};
+use crate::identity::{self, client_ip, AuthError, Credential, Identity, RegistryError};
 use crate::limiter::{Check, Decision, Mode, RemoteLimiter};
 use crate::policy::{FailurePolicy, Tier};
 
@@ -27,15 +27,30 @@ pub struct Caller {
     pub tier: Tier,
 }
 
+/// The credential `req` presents, read once per request ([`identity::credential_from`]).
+pub fn credential<P: Platform>(services: &Services<P>, req: &EdgeRequest) -> Result<Credential, AuthError> {
+    identity::credential_from(|name| req.header(name).map(str::to_owned), &services.config.policy.identity)
+}
+
 /// Identifies the caller of `req` on a route with `failure` policy.
 pub async fn identify<P: Platform>(
     services: &Services<P>,
     req: &EdgeRequest,
     failure: FailurePolicy,
 ) -> Result<Caller, GateError> {
+    identify_by(services, req, credential(services, req), failure).await
+}
+
+/// Identifies the caller of `req`, whose credential was read already, on a route with `failure`
+/// policy.
+pub async fn identify_by<P: Platform>(
+    services: &Services<P>,
+    req: &EdgeRequest,
+    credential: Result<Credential, AuthError>,
+    failure: FailurePolicy,
+) -> Result<Caller, GateError> {
     let policy = &services.config.policy;
-    let credential = identity::credential_from(|name| req.header(name).map(str::to_owned), &policy.identity)
-        .map_err(GateError::Auth)?;
+    let credential = credential.map_err(GateError::Auth)?;
     let ids = &services.identifier;
     let ip_group = || client_ip::ip_group(req.header(client_ip::HEADER), policy.identity.ipv6_prefix);
     let identity = match credential {
@@ -59,14 +74,17 @@ pub async fn identify<P: Platform>(
 /// The API key of `req` when its record must still be read: well-formed, not known fresh in this
 /// isolate, and Redis in use with its breaker closed. Its check can then read the record in the
 /// same script ([`super::decide::decide_by_key`]).
-pub fn unverified_key<P: Platform>(services: &Services<P>, req: &EdgeRequest) -> Option<String> {
+pub fn unverified_key<P: Platform>(
+    services: &Services<P>,
+    credential: &Result<Credential, AuthError>,
+) -> Option<String> {
     let redis = services.redis.as_ref()?;
     if redis.breaker_state() != crate::redis::BreakerState::Closed {
         return None;
     }
-    match identity::credential_from(|name| req.header(name).map(str::to_owned), &services.config.policy.identity) {
-        Ok(Credential::ApiKey(key)) if api_key::parse(&key).is_some() && services.registry.fresh(&key).is_none() => {
-            Some(key)
+    match credential {
+        Ok(Credential::ApiKey(key)) if api_key::parse(key).is_some() && services.registry.fresh(key).is_none() => {
+            Some(key.clone())
         }
         _ => None,
     }
@@ -91,10 +109,12 @@ pub fn anonymous<P: Platform>(services: &Services<P>, req: &EdgeRequest) -> Call
 /// registry lookup to refuse). A key verified before is never held back by its address's
 /// anonymous allowance: customers behind a shared address are not refused for someone else's
 /// made-up keys.
-pub fn presents_unknown_api_key<P: Platform>(services: &Services<P>, req: &EdgeRequest) -> bool {
-    let settings = &services.config.policy.identity;
-    match identity::credential_from(|name| req.header(name).map(str::to_owned), settings) {
-        Ok(Credential::ApiKey(key)) => !services.registry.knows(&key),
+pub fn presents_unknown_api_key<P: Platform>(
+    services: &Services<P>,
+    credential: &Result<Credential, AuthError>,
+) -> bool {
+    match credential {
+        Ok(Credential::ApiKey(key)) => !services.registry.knows(key),
         _ => false,
     }
 }

@@ -48,7 +48,9 @@ pub async fn gated<P: Platform>(services: &Rc<Services<P>>, req: EdgeRequest) ->
     let routed = Routed { route: policy.route_for(&req.method, &req.path), req };
     // A made-up API key costs a registry lookup: once the caller's address has spent its
     // anonymous allowance on them, a key not verified here before is refused before the lookup.
-    if caller::presents_unknown_api_key(services, &routed.req) {
+    // The credential is read once; every stage below is handed it.
+    let credential = caller::credential(services, &routed.req);
+    if caller::presents_unknown_api_key(services, &credential) {
         if let Some((anon, blocked)) = caller::anonymous_blocked(services, &routed.req) {
             return deny(services, &routed, &anon, &blocked, LimitMode::Redis);
         }
@@ -82,7 +84,7 @@ pub async fn gated<P: Platform>(services: &Rc<Services<P>>, req: EdgeRequest) ->
     let per_caller = per_caller_cache(route);
     let mut decided = None;
     let mut caller = None;
-    if let Some(key) = caller::unverified_key(services, &routed.req).filter(|_| !per_caller) {
+    if let Some(key) = caller::unverified_key(services, &credential).filter(|_| !per_caller) {
         let shared = match cache_target_of(services, &routed, "") {
             Ok(t) => t,
             Err(e) => return finish(services, &routed.req, respond::error(&e), Decoration::NONE),
@@ -98,7 +100,7 @@ pub async fn gated<P: Platform>(services: &Rc<Services<P>>, req: EdgeRequest) ->
     }
     let caller = match caller {
         Some(c) => c,
-        None => match caller::identify(services, &routed.req, routed.failure()).await {
+        None => match caller::identify_by(services, &routed.req, credential, routed.failure()).await {
             Ok(c) => c,
             Err(e) => return refuse_credential(services, &routed, e).await,
         },
