@@ -2,12 +2,17 @@
 // (release), each on a free 127.0.0.1 port, each Worker in its own `workerd serve` process.
 
 import { randomBytes } from "node:crypto";
-import { copyFileSync, mkdirSync, writeFileSync } from "node:fs";
+import { copyFileSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 
 import { HOST, Proc, freePort, httpStatus, redisCommand, redisServerCommands, sleep, waitUntil } from "./proc.mjs";
 
-export const COMPATIBILITY_DATE = "2026-04-01";
+// Tollgate's compatibility date and flags, from wrangler.toml (the peer and the bare Worker get the
+// same, so the runtime is the same for all).
+const WRANGLER_TOML = readFileSync(path.join(path.dirname(fileURLToPath(import.meta.url)), "../../wrangler.toml"), "utf8");
+export const COMPATIBILITY_DATE = WRANGLER_TOML.match(/^compatibility_date\s*=\s*"([^"]+)"/m)?.[1] ?? "2026-04-01";
+export const COMPATIBILITY_FLAGS = [...(WRANGLER_TOML.match(/^compatibility_flags\s*=\s*\[([^\]]*)\]/m)?.[1] ?? "").matchAll(/"([^"]+)"/g)].map((m) => m[1]);
 
 export async function startRedis(root, dir) {
   for (let attempt = 0; ; attempt += 1) {
@@ -126,6 +131,7 @@ const mainWorker :Workerd.Worker = (
 ${mods.join("\n")}
   ],
   compatibilityDate = "${COMPATIBILITY_DATE}",
+  compatibilityFlags = [${COMPATIBILITY_FLAGS.map(capnpString).join(", ")}],
   bindings = [
 ${binds.join("\n")}
   ],

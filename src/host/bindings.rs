@@ -61,6 +61,10 @@ extern "C" {
         ms: u32,
     ) -> Result<js_sys::Promise, JsValue>;
 
+    /// Resolves when the client of `request` goes away (its signal aborts).
+    #[wasm_bindgen(js_name = whenGone)]
+    pub fn when_gone(request: &web_sys::Request) -> js_sys::Promise;
+
     /// `STATUS\n` and the response's header lines.
     #[wasm_bindgen(js_name = responseHead)]
     pub fn response_head(response: &web_sys::Response) -> String;

@@ -206,6 +206,17 @@ function change(headers, lines) {
   });
 }
 
+/**
+ * Resolves when the client of `request` goes away: the runtime aborts the request's signal then
+ * (with the `enable_request_signal` compatibility flag). Never resolves without a signal.
+ */
+export function whenGone(request) {
+  const signal = request.signal;
+  if (signal == null) return new Promise(() => {});
+  if (signal.aborted) return Promise.resolve();
+  return new Promise((resolve) => signal.addEventListener("abort", () => resolve(), { once: true }));
+}
+
 /** "STATUS\n" then the header lines of a response. */
 export function responseHead(r) {
   const headers = lines(r.headers);

@@ -84,7 +84,8 @@ pub(super) async fn stream_proxy(
             let meter = a.source.as_ref().map(|s| UsageMeter::new(s, meter_headers.as_deref().unwrap_or_default()));
             let pass = web_sys::TransformStream::new()?;
             let writer = pass.writable().get_writer()?;
-            (Some(pass.readable()), Some(Box::pin(metered_pump(body, writer, meter, a)) as Background))
+            let gone = host::Settled::of(&host::when_gone(req));
+            (Some(pass.readable()), Some(Box::pin(metered_pump(body, writer, meter, a, gone)) as Background))
         }
     };
     // Only the headers Tollgate sets or merges change; the runtime copies the rest.
@@ -100,14 +101,18 @@ pub(super) async fn stream_proxy(
 /// Copies the origin's body to the caller chunk by chunk, feeding the usage meter; at the end of
 /// the body, or as soon as the caller is gone, pays the request's aftercare.
 ///
-/// The caller being gone shows as a failed write, or as the origin's body erroring while a write
-/// waits. Under Miniflare neither arrives (the runtime cancels the origin's connection but settles
-/// none of the request's pending promises): there the lease frees at its deadline.
+/// The caller being gone shows as `gone` settling (the runtime aborts the request's signal when
+/// its client disconnects, with the `enable_request_signal` compatibility flag), as a failed
+/// write, or as the origin's body erroring while a write waits. Local workerd (2026-04-26)
+/// delivers none of them while a read of the origin's body is pending (it cancels the origin's
+/// connection and leaves the read unsettled), which is the usual state of a streamed answer: then
+/// the lease frees at its deadline, the bound that also covers a vanished isolate.
 async fn metered_pump(
     body: web_sys::ReadableStream,
     writer: web_sys::WritableStreamDefaultWriter,
     mut meter: Option<UsageMeter>,
     aftercare: Aftercare,
+    mut gone: host::Settled,
 ) {
     use wasm_bindgen_futures::JsFuture;
     let reader: web_sys::ReadableStreamDefaultReader = body.get_reader().unchecked_into();
@@ -115,7 +120,15 @@ async fn metered_pump(
     let mut origin_settled = false;
     let mut complete = false;
     loop {
-        let Ok(step) = JsFuture::from(reader.read()).await else { break };
+        let step = match select(JsFuture::from(reader.read()), &mut gone).await {
+            Either::Left((Ok(step), _)) => step,
+            Either::Left((Err(_), _)) => break,
+            Either::Right(_) => {
+                // The caller went away: stop reading the origin (not waited for).
+                let _ = reader.cancel();
+                break;
+            }
+        };
         let done = js_sys::Reflect::get(&step, &"done".into()).ok().and_then(|d| d.as_bool()).unwrap_or(true);
         if done {
             complete = true;
@@ -126,17 +139,19 @@ async fn metered_pump(
             m.feed(&js_sys::Uint8Array::new(&chunk).to_vec());
         }
         let mut write = JsFuture::from(writer.write_with_chunk(&chunk));
-        let written = if origin_settled {
-            write.await.is_ok()
-        } else {
-            match select(&mut write, &mut origin_closed).await {
-                Either::Left((result, _)) => result.is_ok(),
+        let written = loop {
+            if origin_settled {
+                break match select(&mut write, &mut gone).await {
+                    Either::Left((result, _)) => result.is_ok(),
+                    Either::Right(_) => false,
+                };
+            }
+            match select(&mut write, select(&mut origin_closed, &mut gone)).await {
+                Either::Left((result, _)) => break result.is_ok(),
                 // The origin's body errored while the caller was not reading: the caller left.
-                Either::Right((Err(_), _)) => false,
-                Either::Right((Ok(_), _)) => {
-                    origin_settled = true;
-                    write.await.is_ok()
-                }
+                Either::Right((Either::Left((Err(_), _)), _)) => break false,
+                Either::Right((Either::Left((Ok(_), _)), _)) => origin_settled = true,
+                Either::Right((Either::Right(_), _)) => break false,
             }
         };
         if !written {

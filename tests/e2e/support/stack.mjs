@@ -24,7 +24,7 @@
 
 import { spawn } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { existsSync, rmSync } from "node:fs";
+import { existsSync, readFileSync, rmSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import net from "node:net";
 import { tmpdir } from "node:os";
@@ -35,7 +35,11 @@ import { startDelayProxy } from "./delay-proxy.mjs";
 
 export const ROOT = path.resolve(fileURLToPath(import.meta.url), "../../../..");
 export const WORKER_SCRIPT = path.join(ROOT, "build/index.js");
-export const COMPATIBILITY_DATE = "2026-04-01";
+// The Worker runs with the compatibility date and flags of wrangler.toml, as `wrangler dev` and
+// `wrangler deploy` run it.
+const WRANGLER_TOML = readFileSync(path.join(ROOT, "wrangler.toml"), "utf8");
+export const COMPATIBILITY_DATE = WRANGLER_TOML.match(/^compatibility_date\s*=\s*"([^"]+)"/m)?.[1] ?? "2026-04-01";
+export const COMPATIBILITY_FLAGS = [...(WRANGLER_TOML.match(/^compatibility_flags\s*=\s*\[([^\]]*)\]/m)?.[1] ?? "").matchAll(/"([^"]+)"/g)].map((m) => m[1]);
 
 const HOST = "127.0.0.1";
 const READY_TIMEOUT_MS = 15_000;
@@ -409,6 +413,7 @@ async function startWorker(bindings, miniflareOptions) {
     scriptPath: WORKER_SCRIPT,
     modulesRules: [{ type: "CompiledWasm", include: ["**/*.wasm"] }],
     compatibilityDate: COMPATIBILITY_DATE,
+    compatibilityFlags: COMPATIBILITY_FLAGS,
     cf: false,
     bindings,
     ...(existsSync(wwwDir)
