@@ -231,7 +231,9 @@ function netRows(res) {
       for (const kind of ["never_seen", "seen"]) {
         const fig = (sys) => {
           const k = bySys[sys]?.[kind];
-          return k ? { p50: k.p50_ms, p99: k.p99_ms, rt: k.round_trips_per_req, cmds: k.commands_per_req, n: k.n } : null;
+          // Round trips on the request's path: the background stats flushes that fell into the
+          // samples are left out (older results did not count them apart).
+          return k ? { p50: k.p50_ms, p99: k.p99_ms, rt: k.round_trips_per_req - (k.flush_round_trips_per_req ?? 0), flushes: k.flush_round_trips_per_req ?? 0, cmds: k.commands_per_req, n: k.n } : null;
         };
         ((byDelay[d] ??= {})[load] ??= []).push({ caller: kind === "seen" ? "seen key" : "**never-seen key**", client: `Node, 1 at a time, ${keys.samples} req.`, order: kind === "seen" ? 100 : 101, tollgate: fig(t), tollgateSys: t, peer: fig("peer-net") });
       }
@@ -275,7 +277,8 @@ function netGoals(res, verdict) {
         const note = judged ? "" : " (reference, not judged)";
         if (load !== "miss") {
           if (judged) rtOk.push(r.tollgate.rt <= 1.01);
-          rt.push(`${label}: Tollgate ${num(r.tollgate.rt, 2)}, peer ${num(r.peer?.rt, 2)}${note}`);
+          const flushes = r.tollgate.flushes ? ` (stats flushes in the samples, not counted: ${num(r.tollgate.flushes, 2)}/req)` : "";
+          rt.push(`${label}: Tollgate ${num(r.tollgate.rt, 2)}, peer ${num(r.peer?.rt, 2)}${flushes}${note}`);
         }
         if (!r.peer) continue;
         if (load === "proxied") {
