@@ -422,7 +422,43 @@ mod props {
         }
     }
 
+    fn ok(body: String) -> HttpReply {
+        HttpReply { status: 200, body: body.into_bytes(), sync_token: None }
+    }
+
     proptest! {
+        // The request path's reader (super::super::fast) reads what it takes exactly as the
+        // general decoder does, and leaves the rest to it.
+
+        #[test]
+        fn the_fast_reader_reads_batches_as_the_general_decoder_does(entries in proptest::collection::vec(
+            prop_oneof![4 => reply_tree().prop_map(Ok), 1 => "[a-zA-Z ]{0,12}".prop_map(Err)], 0..5)) {
+            let body = Value::Array(entries.iter().map(encode_entry).collect()).to_string();
+            let general = decode_batch(&ok(body.clone()), entries.len());
+            match super::super::fast::read_batch(body.as_bytes(), entries.len()) {
+                Some(fast) => prop_assert_eq!(Ok(fast), general),
+                None => prop_assert!(entries.iter().any(Result::is_err), "only error entries leave the fast path"),
+            }
+        }
+
+        #[test]
+        fn the_fast_reader_reads_every_encoded_result_as_the_general_decoder_does(reply in reply_tree()) {
+            let body = encode_entry(&Ok(reply)).to_string();
+            let fast = super::super::fast::read_single(body.as_bytes());
+            prop_assert!(fast.is_some(), "every result the server encodes is read: {}", body);
+            prop_assert_eq!(fast.ok_or(RedisError::CircuitOpen), decode_single(&ok(body)));
+        }
+
+        #[test]
+        fn the_fast_reader_reads_any_bytes_as_the_general_decoder_does_or_not_at_all(body in proptest::collection::vec(any::<u8>(), 0..64)) {
+            if let Some(fast) = super::super::fast::read_batch(&body, 1) {
+                prop_assert_eq!(Ok(fast), decode_batch(&HttpReply { status: 200, body: body.clone(), sync_token: None }, 1));
+            }
+            if let Some(fast) = super::super::fast::read_single(&body) {
+                prop_assert_eq!(Ok(fast), decode_single(&HttpReply { status: 200, body, sync_token: None }));
+            }
+        }
+
         #[test]
         fn arbitrary_bytes_never_panic(status in prop_oneof![Just(200u16), Just(400), Just(401), 100u16..600], body in proptest::collection::vec(any::<u8>(), 0..256), n in 0usize..4) {
             let reply = HttpReply { status, body, sync_token: None };

@@ -5,7 +5,7 @@
 //! The reader takes only what it is sure of and says `None` otherwise (an error entry, an
 //! escape in a string, a fraction, a malformed body…); the caller then decodes the body with the
 //! general decoder ([`super::decode`]), so every answer means exactly what it meant before, errors
-//! and their messages included. A property test holds the two equal.
+//! and their messages included. Property tests beside the general decoder hold the two equal.
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine as _;
@@ -228,22 +228,6 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::redis::decode::{decode_batch, decode_single, encode_entry};
-    use crate::redis::HttpReply;
-
-    fn reply_tree() -> impl Strategy<Value = Reply> {
-        let leaf = prop_oneof![
-            Just(Reply::Nil),
-            Just(Reply::Ok),
-            any::<i64>().prop_map(Reply::Int),
-            proptest::collection::vec(any::<u8>(), 0..24).prop_map(Reply::Bulk),
-        ];
-        leaf.prop_recursive(3, 24, 6, |inner| proptest::collection::vec(inner, 0..6).prop_map(Reply::Array))
-    }
-
-    fn http(body: &str) -> HttpReply {
-        HttpReply { status: 200, body: body.as_bytes().to_vec(), sync_token: None }
-    }
 
     proptest! {
         #[test]
@@ -256,38 +240,6 @@ mod tests {
             let both = [cmd.clone(), Command::get("k")];
             let ours: serde_json::Value = serde_json::from_str(&commands_json(&both)).unwrap();
             prop_assert_eq!(ours, serde_json::to_value(&both).unwrap());
-        }
-
-        #[test]
-        fn batches_read_as_the_general_decoder_reads_them(entries in proptest::collection::vec(
-            prop_oneof![4 => reply_tree().prop_map(Ok), 1 => "[a-zA-Z ]{0,12}".prop_map(Err)], 0..5)) {
-            let body = serde_json::Value::Array(entries.iter().map(encode_entry).collect()).to_string();
-            let general = decode_batch(&http(&body), entries.len()).unwrap();
-            if let Some(fast) = read_batch(body.as_bytes(), entries.len()) {
-                prop_assert_eq!(fast, general);
-            } else {
-                prop_assert!(entries.iter().any(Result::is_err), "only error entries leave the fast path");
-            }
-        }
-
-        #[test]
-        fn single_answers_read_as_the_general_decoder_reads_them(reply in reply_tree()) {
-            // A nested status reply travels as base64 and comes back as its bytes, in both readers.
-            let body = encode_entry(&Ok(reply)).to_string();
-            let fast = read_single(body.as_bytes());
-            prop_assert!(fast.is_some(), "every result the server encodes is read: {}", body);
-            prop_assert_eq!(fast.ok_or(RedisError::CircuitOpen), decode_single(&http(&body)));
-        }
-
-        #[test]
-        fn any_bytes_read_as_the_general_decoder_reads_them_or_not_at_all(bytes in proptest::collection::vec(any::<u8>(), 0..64)) {
-            if let Some(fast) = read_batch(&bytes, 1) {
-                let general = decode_batch(&HttpReply { status: 200, body: bytes.clone(), sync_token: None }, 1).unwrap();
-                prop_assert_eq!(fast, general);
-            }
-            if let Some(fast) = read_single(&bytes) {
-                prop_assert_eq!(Ok(fast), decode_single(&HttpReply { status: 200, body: bytes, sync_token: None }));
-            }
         }
     }
 
