@@ -70,7 +70,7 @@ export function response(status, headerLines, body) {
  * `promise`'s value, or `undefined` when it has not settled within `ms` milliseconds. The
  * promise itself goes on; racing it again waits for the same answer.
  */
-export function within(promise, ms) {
+function within(promise, ms) {
   return new Promise((resolve, reject) => {
     const timer = setTimeout(resolve, ms);
     promise.then(

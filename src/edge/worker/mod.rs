@@ -143,6 +143,8 @@ fn wait_until(ctx: &JsValue, task: Background) {
     });
 }
 
+/// The answer to `req`: the entrance's rules, the edge's decision, then the response, the proxied
+/// stream or the event stream; background work goes to `ctx.waitUntil`.
 async fn answer(req: web_sys::Request, env: &JsValue, ctx: &JsValue) -> Result<web_sys::Response, JsValue> {
     let gate = match gate_for(env) {
         Ok(g) => g,
